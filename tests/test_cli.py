@@ -1,0 +1,121 @@
+"""The `vitbench` command end to end: the smoke pipeline, resume, and every bad input (one line, exit 2)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vitbench.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+FAST_SMOKE = (REPO / "suites" / "smoke.toml").read_text().replace("steps = 300", "steps = 40").replace(
+    "shots = [1, 5, 10, 25]", "shots = [1, 5]").replace("seeds = [0, 1, 2]", "seeds = [0]").replace("warmup_steps = 30", "warmup_steps = 4").replace(
+    'name = "smoke"', 'name = "fast_smoke"')
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fast_smoke.toml").write_text(FAST_SMOKE)
+    return tmp_path
+
+
+def run_cli(capsys, *args):
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def record_files(root: Path):
+    return sorted(p for p in root.rglob("*.json"))
+
+
+def test_smoke_pipeline_end_to_end_then_resume(workdir, capsys):
+    code, out, err = run_cli(capsys, "run", "--suite", "fast_smoke.toml", "--out", "res")
+    assert code == 0, err
+    files = record_files(workdir / "res")
+    assert len(files) == 3  # fewshot 1- and 5-shot + one fine-tune
+    assert "digits" in out and "random-init" in out and "report:" in out
+    assert (workdir / "reports" / "fast_smoke" / "index.html").is_file()
+    recs = [json.loads(p.read_text()) for p in files]
+    for rec in recs:
+        assert rec["schema_version"] == 1 and rec["random_init"] is True and rec["weights_sha256"]
+        assert rec["provenance"]["test"]["n"] == 597 and rec["versions"]["timm"]
+        assert 0.0 <= rec["metrics"]["top1"] <= 1.0
+    finetuned = next(r for r in recs if r["method"] == "finetune")
+    assert finetuned["metrics"]["top1"] > 0.3  # 40 steps already learn well above chance (0.1)
+    html = (workdir / "reports" / "fast_smoke" / "index.html").read_text()
+    assert "random-init" in html and "<table" in html
+
+    # resume: delete one record; only that cell is recomputed, the others are untouched
+    victim = files[0]
+    stamps = {p: p.stat().st_mtime_ns for p in files[1:]}
+    victim.unlink()
+    code, out, err = run_cli(capsys, "run", "--suite", "fast_smoke.toml", "--out", "res")
+    assert code == 0, err
+    assert "1 to run, 2 already done" in out
+    assert victim.exists() and {p: p.stat().st_mtime_ns for p in files[1:]} == stamps
+
+    # --force recomputes everything; `vitbench report` rebuilds the report from the folder
+    code, out, _ = run_cli(capsys, "run", "--suite", "fast_smoke.toml", "--out", "res", "--method", "fewshot", "--force", "--dry-run")
+    assert code == 0 and "2 to run, 0 already done" in out
+    code, out, err = run_cli(capsys, "report", "res", "-o", "reports/again")
+    assert code == 0, err and (workdir / "reports" / "again" / "summary.csv").is_file()
+
+
+BAD_INPUTS = [
+    (["run", "--suite", "smok"], "unknown suite 'smok'. Did you mean 'smoke'"),
+    (["run", "--suite", "smoke", "--tasks", "digitz"], "unknown task in suite 'smoke' 'digitz'"),
+    (["run", "--suite", "smoke", "--model", "vit_b61"], "unknown model 'vit_b61'"),
+    (["fewshot", "--suite", "smoke", "--shots", "0"], "--shots values must be >= 1"),
+    (["fewshot", "--suite", "smoke", "--shots", "five"], "--shots must be integers"),
+    (["run", "--suite", "smoke", "--method", "linear"], "--method must be fewshot, finetune or all"),
+    (["report", "empty"], "no result records in"),
+    (["report", "missing"], "does not exist"),
+    (["finetune", "--suite", "smoke", "--steps", "10", "--warmup-steps", "10"], "warmup_steps must be in [0, steps)"),
+    (["ls", "things"], "choose suites, tasks or models"),
+    (["run", "--suite", "smoke", "--bogus"], "No such option"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_is_one_line_exit_2(workdir, capsys, args, message):
+    (workdir / "empty").mkdir()
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2
+    assert message in " ".join(err.split())
+    assert "Traceback" not in err + out
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_malformed_suite_names_file_task_field(workdir, capsys):
+    (workdir / "bad.toml").write_text(FAST_SMOKE.replace("num_classes = 10", "num_classes = 1"))
+    code, _, err = run_cli(capsys, "validate", "bad.toml")
+    assert code == 2 and "bad.toml: task 'digits': field 'num_classes' must be >= 2" in " ".join(err.split())
+
+
+def test_unwritable_output_keeps_existing_results(workdir, capsys):
+    (workdir / "blocker").write_text("not a folder")
+    code, _, err = run_cli(capsys, "fewshot", "--suite", "fast_smoke.toml", "--shots", "1", "--out", "blocker/res")
+    assert code == 2 and "is not writable" in err and (workdir / "blocker").read_text() == "not a folder"
+
+
+def test_validate_and_ls(workdir, capsys):
+    code, out, _ = run_cli(capsys, "validate", "smoke")
+    assert code == 0 and "ok" in out and "digits" in out
+    code, out, _ = run_cli(capsys, "ls", "suites")
+    assert code == 0 and "smoke" in out
+    code, out, _ = run_cli(capsys, "ls", "tasks", "--suite", "smoke")
+    assert code == 0 and "all[:1200]" in out
+    code, out, _ = run_cli(capsys, "ls", "models")
+    assert code == 0 and "vit_b16" in out
+
+
+def test_console_script_bad_input_has_no_traceback(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "vitbench.cli", "fewshot", "--shots", "abc"], cwd=tmp_path,
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "--shots must be integers" in proc.stderr

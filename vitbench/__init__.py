@@ -1,0 +1,8 @@
+"""vitbench: transfer benchmarks for pretrained vision backbones, following the ViT paper's protocols.
+
+Entry point: the `vitbench` command (see `vitbench --help`). Public APIs: `vitbench.models.create`,
+`vitbench.fewshot.lsr_predict`, `vitbench.fewshot.sample_shots`, `vitbench.suites.load_suite`,
+`vitbench.results.load_records`.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,95 @@
+"""Cells: the unit of work (task x model x method x params x seed), what a runner gets and returns.
+
+The planner (`vitbench/planner.py`) expands a suite into `Cell`s; a runner (`vitbench/runners/*.py`)
+turns one `Cell` plus a `RunContext` into a `CellResult`; the results store (`vitbench/results.py`)
+writes it as one JSON record keyed by `cell_key`. Exercised by every `vitbench run`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vitbench.suites import TaskSpec
+
+# Bump when a protocol change alters numbers for an unchanged config, so old records stop matching.
+PROTOCOL_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One measurement. `params` holds every method parameter that changes the number (JSON-able)."""
+
+    suite: str
+    task: TaskSpec
+    model: str
+    weights: str
+    method: str
+    params: dict[str, Any] = field(hash=False)
+    seed: int = 0
+    img_size: int | None = None
+    weights_id: str = ""  # resolved, e.g. "timm/vit_base_patch16_224.orig_in21k" or "file:<sha256>"
+
+    def key_payload(self) -> dict[str, Any]:
+        """Everything that changes the number; its hash is the record key."""
+        return {
+            "protocol_version": PROTOCOL_VERSION,
+            "task": self.task.to_dict(),
+            "model": self.model,
+            "weights_id": self.weights_id or self.weights,
+            "method": self.method,
+            "params": self.params,
+            "seed": self.seed,
+            "img_size": self.img_size,
+        }
+
+    @property
+    def key(self) -> str:
+        return cell_key(self.key_payload())
+
+    @property
+    def label(self) -> str:
+        """Short human name, e.g. `smoke/digits vit_ti16 fewshot shots=5 seed=0`."""
+        shown = " ".join(f"{k}={v}" for k, v in self.params.items() if k in ("shots", "steps", "lr"))
+        return f"{self.suite}/{self.task.name} {self.model} {self.method} {shown} seed={self.seed}".replace("  ", " ")
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def cell_key(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:20]
+
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+def no_progress(description: str, done: int, total: int) -> None:
+    """Default progress callback: does nothing. The CLI passes one that drives a rich progress bar."""
+
+
+@dataclass
+class RunContext:
+    """Where and how cells run; not part of the cell key (it must not change the numbers)."""
+
+    data_root: Path | None = None
+    cache_dir: Path | None = None
+    device: str = "cpu"
+    eval_batch_size: int = 128
+    num_threads: int | None = None
+    progress: ProgressFn = no_progress
+    skip_corrupt: bool = False
+
+
+@dataclass
+class CellResult:
+    """What a runner returns: headline metrics, method details, and provenance of every number."""
+
+    metrics: dict[str, float]
+    details: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,426 @@
+"""The `vitbench` command: parse, print, exit. No protocol logic lives here.
+
+Commands: run, fewshot, finetune, report, ls, validate, data (prepare/verify/info), cache (ls/clear).
+Every user error is one line on stderr with exit code 2 (see `main`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vitbench.errors import VitbenchError
+
+app = typer.Typer(
+    name="vitbench",
+    help="Transfer benchmarks for pretrained vision backbones, following the ViT paper's protocols.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+# Wide enough not to elide table columns when output goes to a file or pipe (rich assumes 80 columns there).
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+DEFAULT_OUT = Path("results")
+DEFAULT_REPORTS = Path("reports")
+
+# Options shared by run / fewshot / finetune.
+SuiteOpt = Annotated[Optional[str], typer.Option("--suite", "-s", help="Suite name (see `vitbench ls suites`) or path to a .toml suite file.")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model name(s), comma-separated (see `vitbench ls models`); default: the suite's.")]
+WeightsOpt = Annotated[Optional[str], typer.Option("--weights", "-w", help="'default', 'none' (random init), a tag, or a local .safetensors/.npz/.pth file.")]
+TasksOpt = Annotated[Optional[str], typer.Option("--tasks", "-t", help="Comma-separated subset of the suite's tasks.")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Results folder (one JSON record per cell).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Recompute cells that already have a record.")]
+DryOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan (cells to run / skip) and exit.")]
+ShardOpt = Annotated[Optional[str], typer.Option("--shard", help="Run only shard i of n ('i/n'), e.g. one per GPU or machine.")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="torch device; default cuda when available, else cpu.")]
+DataRootOpt = Annotated[Optional[Path], typer.Option("--data-root", help="Prepared-data folder (see `vitbench data prepare`).")]
+CacheOpt = Annotated[Optional[Path], typer.Option("--cache-dir", help="Feature / decoded-image cache folder (env VITBENCH_CACHE_DIR).")]
+ImgOpt = Annotated[Optional[int], typer.Option("--img-size", help="Input resolution (ViT position embeddings are interpolated).")]
+SeedsOpt = Annotated[Optional[str], typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2.")]
+ReportOpt = Annotated[bool, typer.Option("--report/--no-report", help="Write the HTML + CSV report when done.")]
+
+
+def _int_list(text: str | None, name: str, minimum: int) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        values = [int(x) for x in str(text).replace(" ", "").split(",") if x != ""]
+    except ValueError:
+        raise VitbenchError(f"--{name} must be integers like 1,5,10,25, got {text!r}") from None
+    if not values or any(v < minimum for v in values):
+        raise VitbenchError(f"--{name} values must be >= {minimum}, got {text!r}")
+    return values
+
+
+def _csv(text: str | None) -> list[str] | None:
+    return [x.strip() for x in text.split(",") if x.strip()] if text else None
+
+
+def _device(name: str | None) -> str:
+    import torch
+
+    if name:
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise VitbenchError(f"--device {name}: no CUDA device is visible; use --device cpu")
+        return name
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _execute(
+    suite_name: str,
+    model: str | None,
+    weights: str | None,
+    methods: list[str],
+    tasks: str | None,
+    out_dir: Path,
+    force: bool,
+    dry_run: bool,
+    shard: str | None,
+    device: str | None,
+    data_root: Path | None,
+    cache_dir: Path | None,
+    overrides: dict[str, dict[str, Any]],
+    report: bool,
+    default_model: str = "vit_b16",
+) -> None:
+    from vitbench import planner, results
+    from vitbench.cells import RunContext
+    from vitbench.suites import load_suite
+
+    suite = load_suite(suite_name)
+    models = _csv(model) or [suite.defaults.get("model", default_model)]
+    weights = weights or suite.defaults.get("weights", "default")
+    methods = [m for m in methods if m in suite.defaults.get("methods", methods)] or methods
+    cells = planner.expand(suite, models, methods, weights=weights, tasks=_csv(tasks), overrides=overrides)
+    the_plan = planner.plan(cells, out_dir, force=force, shard=planner.parse_shard(shard))
+    out.print(
+        f"[bold]{suite.name}[/]: {len(the_plan.cells)} cells "
+        f"({len(the_plan.todo)} to run, {len(the_plan.done)} already done) -> {out_dir}"
+    )
+    if dry_run:
+        _print_plan(the_plan)
+        return
+    if the_plan.todo:
+        results.ensure_writable(out_dir)
+    if cache_dir:
+        os.environ["VITBENCH_CACHE_DIR"] = str(cache_dir)
+    ctx = RunContext(data_root=data_root, cache_dir=cache_dir, device=_device(device))
+    written = _run_with_progress(the_plan.todo, out_dir, ctx)
+    keys = {c.key for c in the_plan.cells}
+    records = [r for r in results.load_records(out_dir) if r["key"] in keys]
+    from vitbench.report import summary_table
+
+    table = summary_table(records)
+    _print_frame(table, title=f"{suite.name}: results (mean ± std over seeds)")
+    out.print(f"records: {len(written)} written, {len(the_plan.done)} reused under {out_dir}/{suite.name}/")
+    for _, _, path in written[:10]:
+        out.print(f"  {path}")
+    if len(written) > 10:
+        out.print(f"  ... and {len(written) - 10} more")
+    if report and records:
+        from vitbench.report import build_report
+
+        paths = build_report(records, DEFAULT_REPORTS / suite.name, title=f"vitbench: {suite.name}")
+        out.print(f"report: {paths['html']}  (CSV: {paths['csv']})")
+
+
+def _run_with_progress(todo, out_dir: Path, ctx) -> list:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from vitbench import planner
+
+    if not todo:
+        return []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=False, disable=not err.is_terminal and os.environ.get("VITBENCH_PROGRESS") != "1") as bar:
+        overall = bar.add_task("cells", total=len(todo))
+        inner: dict[str, Any] = {}
+
+        def progress(description: str, done: int, total: int) -> None:
+            if description not in inner:
+                for tid in inner.values():
+                    bar.remove_task(tid)
+                inner.clear()
+                inner[description] = bar.add_task(f"  {description}", total=total)
+            bar.update(inner[description], completed=done, total=total)
+
+        ctx.progress = progress
+
+        def on_start(cell, i, n):
+            bar.update(overall, description=f"cell {i + 1}/{n}: {cell.label}")
+
+        def on_done(cell, record, path):
+            bar.advance(overall)
+            metric = cell.task.metric
+            value = record["metrics"].get(metric, record["metrics"].get("top1"))
+            bar.console.print(f"[green]done[/] {cell.label}: {metric}={value:.4f} ({record['wall_time_s']:.1f}s)")
+
+        return planner.execute(todo, out_dir, ctx, on_start=on_start, on_done=on_done)
+
+
+def _print_plan(the_plan) -> None:
+    table = Table(title="plan")
+    for col in ("status", "task", "model", "method", "params", "seed", "key"):
+        table.add_column(col)
+    done = {c.key for c in the_plan.done}
+    for c in the_plan.cells:
+        shown = ", ".join(f"{k}={v}" for k, v in c.params.items() if k in ("shots", "l2", "l2_select", "steps", "lr", "batch_size"))
+        table.add_row("skip" if c.key in done else "run", c.task.name, c.model, c.method, shown, str(c.seed), c.key)
+    out.print(table)
+
+
+def _print_frame(frame, title: str) -> None:
+    if frame is None or len(frame) == 0:
+        out.print("(no results)")
+        return
+    table = Table(title=title)
+    for col in frame.columns:
+        table.add_column(str(col))
+    for _, row in frame.iterrows():
+        table.add_row(*["" if v is None else str(v) for v in row.tolist()])
+    out.print(table)
+
+
+def _fewshot_overrides(shots, seeds, l2, l2_select, precision, img_size) -> dict[str, Any]:
+    return {
+        "shots": _int_list(shots, "shots", 1),
+        "seeds": _int_list(seeds, "seeds", 0),
+        "l2": _positive(l2, "l2"),
+        "l2_select": l2_select,
+        "precision": precision,
+        "img_size": img_size,
+    }
+
+
+def _positive(value: float | None, name: str) -> float | None:
+    if value is not None and not value > 0:
+        raise VitbenchError(f"--{name} must be > 0, got {value}")
+    return value
+
+
+@app.command()
+def run(
+    suite: SuiteOpt = None,
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    method: Annotated[str, typer.Option("--method", help="fewshot, finetune or all.")] = "all",
+    tasks: TasksOpt = None,
+    out_dir: OutOpt = DEFAULT_OUT,
+    force: ForceOpt = False,
+    dry_run: DryOpt = False,
+    shard: ShardOpt = None,
+    device: DeviceOpt = None,
+    data_root: DataRootOpt = None,
+    cache_dir: CacheOpt = None,
+    img_size: ImgOpt = None,
+    shots: Annotated[Optional[str], typer.Option("--shots", help="Few-shot shots, e.g. 1,5,10,25.")] = None,
+    seeds: SeedsOpt = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Fine-tuning steps.")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Fine-tuning base learning rate.")] = None,
+    report: ReportOpt = True,
+) -> None:
+    """Run a suite: every task x model x method x params x seed; finished cells are skipped (resume)."""
+    if method not in ("fewshot", "finetune", "all"):
+        raise VitbenchError(f"--method must be fewshot, finetune or all, got {method!r}")
+    methods = ["fewshot", "finetune"] if method == "all" else [method]
+    overrides = {
+        "fewshot": _fewshot_overrides(shots, seeds, None, None, None, img_size),
+        "finetune": {"steps": _pos_int(steps, "steps"), "lr": _positive(lr, "lr"), "seeds": _int_list(seeds, "seeds", 0), "img_size": img_size},
+    }
+    _execute(_suite_or_fail(suite), model, weights, methods, tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, overrides, report)
+
+
+def _pos_int(value: int | None, name: str) -> int | None:
+    if value is not None and value < 1:
+        raise VitbenchError(f"--{name} must be >= 1, got {value}")
+    return value
+
+
+def _suite_or_fail(suite: str | None) -> str:
+    if not suite:
+        from vitbench.suites import available_suites
+
+        raise VitbenchError(f"--suite is required; available: {', '.join(available_suites())} (or a path to a .toml file)")
+    return suite
+
+
+@app.command()
+def fewshot(
+    suite: SuiteOpt = "fewshot",
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    shots: Annotated[str, typer.Option("--shots", help="One value or a list, e.g. 5 or 1,5,10,25.")] = "1,5,10,25",
+    seeds: SeedsOpt = None,
+    l2: Annotated[Optional[float], typer.Option("--l2", help="Ridge strength for --l2-select fixed (default 1024 = 2^10).")] = None,
+    l2_select: Annotated[Optional[str], typer.Option("--l2-select", help="fixed | mean-rank | leave-self-out | cv")] = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="float64 (default) or float32.")] = None,
+    tasks: TasksOpt = None,
+    out_dir: OutOpt = DEFAULT_OUT,
+    force: ForceOpt = False,
+    dry_run: DryOpt = False,
+    shard: ShardOpt = None,
+    device: DeviceOpt = None,
+    data_root: DataRootOpt = None,
+    cache_dir: CacheOpt = None,
+    img_size: ImgOpt = None,
+    report: ReportOpt = True,
+) -> None:
+    """Few-shot linear evaluation: closed-form ridge on frozen pre-logits to {-1,1}^K targets (big_vision)."""
+    overrides = {"fewshot": _fewshot_overrides(shots, seeds, l2, l2_select, precision, img_size)}
+    _execute(suite, model, weights, ["fewshot"], tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, overrides, report)
+
+
+@app.command()
+def finetune(
+    suite: SuiteOpt = "vtab",
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Training steps (paper VTAB: 2500).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Base learning rate (paper VTAB: 0.01).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Effective batch (paper: 512).")] = None,
+    micro_batch: Annotated[Optional[int], typer.Option("--micro-batch", help="Largest micro-batch that fits memory; gradients accumulate to --batch-size.")] = None,
+    warmup_steps: Annotated[Optional[int], typer.Option("--warmup-steps", help="Linear warm-up steps (< steps).")] = None,
+    seeds: SeedsOpt = None,
+    tasks: TasksOpt = None,
+    out_dir: OutOpt = DEFAULT_OUT,
+    force: ForceOpt = False,
+    dry_run: DryOpt = False,
+    shard: ShardOpt = None,
+    device: DeviceOpt = None,
+    data_root: DataRootOpt = None,
+    cache_dir: CacheOpt = None,
+    img_size: ImgOpt = None,
+    report: ReportOpt = True,
+) -> None:
+    """Full fine-tuning with a new zero-initialised head (paper recipe: SGD 0.9, cosine, clip 1)."""
+    overrides = {
+        "finetune": {
+            "steps": _pos_int(steps, "steps"), "lr": _positive(lr, "lr"), "batch_size": _pos_int(batch_size, "batch-size"),
+            "micro_batch": _pos_int(micro_batch, "micro-batch"), "warmup_steps": warmup_steps,
+            "seeds": _int_list(seeds, "seeds", 0), "img_size": img_size,
+        }
+    }
+    _execute(suite, model, weights, ["finetune"], tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, overrides, report)
+
+
+@app.command()
+def report(
+    results_dir: Annotated[Path, typer.Argument(help="Folder of result records.")] = DEFAULT_OUT,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Report folder (default reports/<name of results folder>).")] = None,
+    title: Annotated[Optional[str], typer.Option("--title", help="Report title.")] = None,
+) -> None:
+    """Build the HTML + CSV report (tables beside the paper's numbers, data-requirement plots)."""
+    from vitbench import results
+    from vitbench.report import build_report, summary_table
+
+    records = results.load_records(results_dir)
+    if not records:
+        raise VitbenchError(f"no result records in {str(results_dir)!r}; run `vitbench run --suite smoke` first or pass the folder holding *.json records")
+    target = output or DEFAULT_REPORTS / (results_dir.resolve().name or "report")
+    paths = build_report(records, target, title=title or f"vitbench report: {results_dir}")
+    _print_frame(summary_table(records), title="results (mean ± std over seeds)")
+    out.print(f"report: {paths['html']}  (CSV: {paths['csv']})")
+
+
+@app.command("ls")
+def ls(
+    what: Annotated[str, typer.Argument(help="suites | tasks | models")],
+    suite: SuiteOpt = None,
+) -> None:
+    """List suites, the tasks of a suite (or all suites), or the model registry."""
+    from vitbench.suites import available_suites, load_suite
+
+    if what == "suites":
+        table = Table(title="suites")
+        for col in ("name", "tasks", "description", "file"):
+            table.add_column(col)
+        for name, path in available_suites().items():
+            try:
+                s = load_suite(str(path))
+                table.add_row(name, str(len(s.tasks)), s.description, str(path))
+            except VitbenchError as exc:
+                table.add_row(name, "?", f"[red]invalid: {exc}[/]", str(path))
+        out.print(table)
+    elif what == "tasks":
+        names = [suite] if suite else list(available_suites())
+        table = Table(title="tasks")
+        for col in ("suite", "task", "group", "classes", "train", "test", "metric", "sources"):
+            table.add_column(col)
+        for name in names:
+            s = load_suite(name)
+            for t in s.tasks:
+                sources = ", ".join(f"{src.kind}:{src.id}" if src.id else src.kind for src in t.sources)
+                table.add_row(s.name, t.name, t.group, str(t.num_classes), t.splits[t.train_split], t.splits[t.test_split], t.metric, sources)
+        out.print(table)
+    elif what == "models":
+        from vitbench.models import models_table
+
+        table = models_table().reset_index()
+        cols = ["name", "family", "patch_size", "layers", "hidden_size", "mlp_size", "heads", "params_backbone_m",
+                "pretrain_data", "native_resolution", "default_weights", "other_tags"]
+        _print_frame(table[[c for c in cols if c in table.columns]].fillna(""),
+                     title="models (`name` or `name.tag`; also timm:<name>, torchvision:<name>, --weights PATH)")
+    else:
+        raise VitbenchError(f"`vitbench ls {what}`: choose suites, tasks or models")
+
+
+@app.command()
+def validate(suite: Annotated[str, typer.Argument(help="Suite name or path to a .toml file.")]) -> None:
+    """Check a suite file (fields, splits, label transforms, method parameters) without running anything."""
+    from vitbench import planner
+    from vitbench.suites import load_suite
+
+    s = load_suite(suite)
+    for method in ("fewshot", "finetune"):
+        planner.method_params(s, method)
+    out.print(f"[green]ok[/]: {s.path}: suite {s.name!r}, {len(s.tasks)} task(s): {', '.join(t.name for t in s.tasks)}")
+
+
+def _mount_subapps() -> None:
+    for module, name in (("vitbench.commands.data", "data"), ("vitbench.commands.cache", "cache")):
+        try:
+            sub = __import__(module, fromlist=["app"]).app
+        except ImportError:
+            continue
+        app.add_typer(sub, name=name)
+
+
+_mount_subapps()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: user errors become one line on stderr and exit code 2; never a traceback."""
+    from typer.exceptions import Abort, Exit, TyperException
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except VitbenchError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True, markup=True)
+        return exc.exit_code
+    except (Abort, KeyboardInterrupt):
+        err.print("interrupted; records already written are kept")
+        return 130
+    except Exit as exc:
+        return int(getattr(exc, "exit_code", 0) or 0)
+    except TyperException as exc:  # usage errors from the argument parser
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            out.print(exc.format_message() if hasattr(exc, "format_message") else str(exc), highlight=False, markup=False)
+            return 0
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        message = " ".join(str(message).split())
+        err.print(f"error: {message} (see `vitbench --help`)", highlight=False, soft_wrap=True, markup=False)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

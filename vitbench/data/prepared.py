@@ -1,0 +1,105 @@
+"""Reading prepared task copies: `<root>/<task>/manifest.json` plus Parquet shards per split.
+
+`vitbench data prepare` (vitbench/data/prepare.py) writes them; `load_split` reads them first, fully
+offline. Shard columns: `image` (encoded bytes: the source's own bytes, or PNG), `label` (int64, label
+transform already applied), `key` (file name or null). Exercised by every `vitbench run` after a prepare.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vitbench.data.base import ImageSplit, decode_image
+from vitbench.errors import VitbenchError
+from vitbench.suites import TaskSpec
+
+MANIFEST = "manifest.json"
+
+
+def manifest_path(root: Path, task_name: str) -> Path:
+    return Path(root) / task_name / MANIFEST
+
+
+def read_manifest(root: Path, task_name: str) -> dict[str, Any] | None:
+    path = manifest_path(root, task_name)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise VitbenchError(f"{path}: unreadable manifest ({exc}); rerun `vitbench data prepare` for task {task_name!r}")
+
+
+def entry_matches_task(entry: dict[str, Any], task: TaskSpec, split: str) -> bool:
+    """Whether a manifest split entry was prepared from the same definition the task has now."""
+    prov = entry.get("provenance", {})
+    return (
+        prov.get("paper_expression") == task.splits.get(split)
+        and prov.get("num_classes") == task.num_classes
+    )
+
+
+@lru_cache(maxsize=64)
+def _open_shard(path: str) -> pa.Table:
+    return pq.read_table(path, memory_map=True)
+
+
+class _ShardedColumn:
+    """Row access across a split's shards without loading images up front."""
+
+    def __init__(self, files: list[Path]):
+        self.files = [str(f) for f in files]
+        self.tables = [_open_shard(f) for f in self.files]
+        self.offsets = np.cumsum([0] + [t.num_rows for t in self.tables])
+
+    def locate(self, i: int) -> tuple[int, int]:
+        s = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        return s, i - int(self.offsets[s])
+
+    def value(self, column: str, i: int) -> Any:
+        s, r = self.locate(i)
+        return self.tables[s].column(column)[r].as_py()
+
+    def column(self, column: str) -> list[Any]:
+        return [v for t in self.tables for v in t.column(column).to_pylist()]
+
+
+def load_prepared_split(task: TaskSpec, split: str, root: Path) -> ImageSplit | None:
+    """The prepared copy of `task`/`split` under `root`, or None when there is none (or it is stale)."""
+    manifest = read_manifest(root, task.name)
+    if manifest is None or split not in manifest.get("splits", {}):
+        return None
+    entry = manifest["splits"][split]
+    if not entry_matches_task(entry, task, split):
+        return None
+    base = Path(root) / task.name
+    files = [base / s["file"] for s in entry["shards"]]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise VitbenchError(f"prepared task {task.name!r} split {split!r}: shard {missing[0]} is missing; rerun `vitbench data prepare` for it")
+    shards = _ShardedColumn(files)
+    labels = np.asarray(shards.column("label"), dtype=np.int64)
+    keys = shards.column("key") if entry.get("has_keys") else None
+
+    def describe(i: int) -> str:
+        s, r = shards.locate(i)
+        return f"{shards.files[s]} row {r}"
+
+    provenance = dict(entry["provenance"])
+    provenance["prepared"] = {"root": str(root), "manifest": str(manifest_path(root, task.name)), "created": manifest.get("created")}
+    return ImageSplit(
+        labels=labels,
+        fingerprint=entry["fingerprint"],
+        provenance=provenance,
+        load_image=lambda i: decode_image(shards.value("image", i), describe(i)),
+        describe=describe,
+        keys=keys,
+        load_bytes=lambda i: shards.value("image", i),
+    )

@@ -1,0 +1,191 @@
+"""Preprocessing from a model's data config: eval resize, normalisation, train-time augmentation.
+
+`preprocessing_for(model.data_config)` gives a `Preprocessing` (recorded in every result via `.to_dict()`);
+`resized_images` returns the decoded uint8 cache at the eval resolution; `normalize` turns uint8 NHWC
+batches into model input; `train_augment` is the fine-tuning augmentation (inception crop 5-100% area,
+ratio 3/4-4/3, horizontal flip; finetune_and_weights.md). Eval resize is "squash" (resize to a square
+ignoring aspect ratio, as vit_jax / task_adaptation's `tf.image.resize`, vtab_tasks.md §1) or
+"resize_crop" (short side to size/crop_pct, centre crop, as timm). Exercised by `vitbench run`,
+`vitbench fewshot` and `vitbench finetune`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from vitbench.errors import VitbenchError
+
+RESIZE_MODES = ("squash", "resize_crop")
+_PIL_INTERPOLATION = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images become model input; every field changes the numbers, so all of it is recorded."""
+
+    size: int
+    resize: str = "squash"
+    crop_pct: float = 1.0
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    train_crop: str = "inception"
+    train_crop_scale: tuple[float, float] = (0.05, 1.0)
+    train_crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: bool = True
+
+    def __post_init__(self):
+        if self.resize not in RESIZE_MODES:
+            raise VitbenchError(f"unknown resize mode {self.resize!r}; use one of {list(RESIZE_MODES)}")
+        if self.interpolation not in _PIL_INTERPOLATION:
+            raise VitbenchError(f"unknown interpolation {self.interpolation!r}; use one of {sorted(_PIL_INTERPOLATION)}")
+        if self.size < 1:
+            raise VitbenchError(f"image size must be positive, got {self.size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    def cache_key(self) -> dict[str, Any]:
+        """The fields that change the decoded uint8 cache (not normalisation or augmentation)."""
+        return {"size": self.size, "resize": self.resize, "crop_pct": self.crop_pct, "interpolation": self.interpolation}
+
+
+def preprocessing_for(data_config: dict[str, Any], size: int | None = None, resize: str = "squash") -> Preprocessing:
+    """Preprocessing from a timm-style data config (`input_size`, `mean`, `std`, `interpolation`, `crop_pct`)."""
+    input_size = data_config.get("input_size", (3, 224, 224))
+    side = int(size if size is not None else input_size[-1])
+    interpolation = str(data_config.get("interpolation", "bilinear") or "bilinear")
+    if interpolation not in _PIL_INTERPOLATION:
+        interpolation = "bilinear"
+    return Preprocessing(
+        size=side,
+        resize=resize,
+        crop_pct=float(data_config.get("crop_pct", 1.0) or 1.0) if resize == "resize_crop" else 1.0,
+        interpolation=interpolation,
+        mean=tuple(float(m) for m in data_config.get("mean", (0.5, 0.5, 0.5))),
+        std=tuple(float(s) for s in data_config.get("std", (0.5, 0.5, 0.5))),
+    )
+
+
+def resize_image(img: Image.Image, prep: Preprocessing) -> np.ndarray:
+    """One RGB image resized for eval: uint8 [S, S, 3]."""
+    method = _PIL_INTERPOLATION[prep.interpolation]
+    s = prep.size
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    if prep.resize == "squash":
+        out = img.resize((s, s), method)
+    else:
+        scale = math.floor(s / prep.crop_pct)
+        w, h = img.size
+        if w <= h:
+            nw, nh = scale, max(1, round(h * scale / w))
+        else:
+            nw, nh = max(1, round(w * scale / h)), scale
+        img = img.resize((nw, nh), method)
+        left, top = int(round((nw - s) / 2.0)), int(round((nh - s) / 2.0))
+        out = img.crop((left, top, left + s, top + s))
+    return np.asarray(out, dtype=np.uint8)
+
+
+def resized_images(split, prep: Preprocessing, cache_dir: Path | str | None = None, progress=None) -> np.ndarray:
+    """All images of `split` at `prep`'s eval resolution, uint8 [N, S, S, 3], from the memory-mapped cache."""
+    from vitbench.data.image_cache import cached_resized_images
+
+    return cached_resized_images(split, prep, cache_dir=cache_dir, progress=progress)
+
+
+def _as_uint8_nhwc(batch_uint8_nhwc) -> torch.Tensor:
+    if isinstance(batch_uint8_nhwc, np.ndarray):
+        batch_uint8_nhwc = torch.from_numpy(np.array(batch_uint8_nhwc, copy=not batch_uint8_nhwc.flags.writeable))
+    if batch_uint8_nhwc.ndim != 4 or batch_uint8_nhwc.shape[-1] != 3:
+        raise ValueError(f"expected a uint8 batch [B, H, W, 3], got shape {tuple(batch_uint8_nhwc.shape)}")
+    return batch_uint8_nhwc
+
+
+def _as_float_nchw(batch_uint8_nhwc) -> torch.Tensor:
+    """uint8 NHWC -> float NCHW in [0, 1] (one strided copy into a contiguous float buffer)."""
+    x = _as_uint8_nhwc(batch_uint8_nhwc)
+    b, h, w, _ = x.shape
+    out = torch.empty((b, 3, h, w), dtype=torch.float32)
+    out.copy_(x.permute(0, 3, 1, 2))
+    return out.mul_(1.0 / 255.0)
+
+
+def _normalize_float(x: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
+    mean = torch.tensor(prep.mean, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(prep.std, dtype=x.dtype).view(1, 3, 1, 1)
+    return x.sub_(mean).div_(std)
+
+
+def normalize(batch_uint8_nhwc: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
+    """uint8 [B, H, W, 3] -> float [B, 3, H, W]: (x / 255 - mean) / std, computed as one fused scale and shift."""
+    x = _as_uint8_nhwc(batch_uint8_nhwc)
+    b, h, w, _ = x.shape
+    out = torch.empty((b, 3, h, w), dtype=torch.float32)
+    out.copy_(x.permute(0, 3, 1, 2))
+    std = torch.tensor(prep.std, dtype=torch.float32)
+    scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1)
+    shift = (-torch.tensor(prep.mean, dtype=torch.float32) / std).view(1, 3, 1, 1)
+    return out.mul_(scale).add_(shift)
+
+
+def inception_crop_box(height: int, width: int, prep: Preprocessing, generator: torch.Generator) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of a random crop covering scale*area with aspect ratio in the given range
+    (the Inception / RandomResizedCrop rule, 10 tries then a centre crop)."""
+    area = height * width
+    lo, hi = prep.train_crop_scale
+    log_ratio = (math.log(prep.train_crop_ratio[0]), math.log(prep.train_crop_ratio[1]))
+    for _ in range(10):
+        u = torch.rand(4, generator=generator).tolist()
+        target = area * (lo + (hi - lo) * u[0])
+        ratio = math.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * u[1])
+        w = int(round(math.sqrt(target * ratio)))
+        h = int(round(math.sqrt(target / ratio)))
+        if 0 < w <= width and 0 < h <= height:
+            return int(u[2] * (height - h + 1)), int(u[3] * (width - w + 1)), h, w
+    in_ratio = width / height
+    if in_ratio < prep.train_crop_ratio[0]:
+        w, h = width, int(round(width / prep.train_crop_ratio[0]))
+    elif in_ratio > prep.train_crop_ratio[1]:
+        h, w = height, int(round(height * prep.train_crop_ratio[1]))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def train_augment(batch_uint8_nhwc: torch.Tensor, prep: Preprocessing, generator: torch.Generator) -> torch.Tensor:
+    """Fine-tuning augmentation on cached uint8 images: inception crop (5-100% area, ratio 3/4-4/3) resized
+    back to `prep.size` (bilinear, antialiased), horizontal flip with p=0.5, then normalisation.
+    Deterministic given `generator`. Returns float [B, 3, S, S]."""
+    x = _as_float_nchw(batch_uint8_nhwc)
+    b, _, height, width = x.shape
+    s = prep.size
+    out = torch.empty((b, 3, s, s), dtype=x.dtype)
+    for i in range(b):
+        if prep.train_crop == "inception":
+            top, left, h, w = inception_crop_box(height, width, prep, generator)
+            crop = x[i : i + 1, :, top : top + h, left : left + w]
+        else:
+            crop = x[i : i + 1]
+        if crop.shape[-2:] != (s, s):
+            crop = F.interpolate(crop, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        if prep.hflip and bool(torch.rand(1, generator=generator) < 0.5):
+            crop = crop.flip(-1)
+        out[i] = crop[0]
+    return _normalize_float(out.clamp_(0.0, 1.0), prep)

@@ -1,0 +1,284 @@
+"""Frozen-backbone features: extract pre-logits once per (weights, preprocessing, data, split) and cache them.
+
+Owns the feature cache: `<cache dir>/features/<key>.npy` (float32 [N, D], memory-mappable) plus a
+`<key>.json` sidecar written last, holding the key's ingredients, the shape and the SHA-256 of the array
+bytes. A file is used only if the sidecar exists, matches the key, and the array has the recorded shape,
+dtype and hash; anything else (a crash mid-write, truncation, a flipped byte) is detected, removed and
+rebuilt, never silently used. The cache dir is `--cache-dir`, else `$VITBENCH_CACHE_DIR`, else
+`~/.cache/vitbench` (the decoded-image cache lives beside it in `images/`). Exercised by
+`vitbench fewshot` (via `vitbench.runners.fewshot`) and listed/cleared by `vitbench cache ls|clear`.
+
+Protocol: big_vision runs the model over the whole train and test splits in a fixed order, with the same
+eval preprocessing for both (fewshot_and_paper.md §1.3); so do we (`torch.inference_mode`, `model.eval()`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vitbench.cells import RunContext, canonical_json
+from vitbench.errors import VitbenchError
+
+FEATURE_CACHE_VERSION = 1
+# Instrumentation for tests and benchmarks: batches / images that went through a backbone in this process.
+COUNTERS: dict[str, int] = {"forward_batches": 0, "forward_images": 0, "extractions": 0, "cache_hits": 0, "rebuilt": 0}
+_VERIFIED: dict[str, tuple[int, int]] = {}  # path -> (size, mtime_ns) whose hash was checked in this process
+
+
+def reset_counters() -> None:
+    for k in COUNTERS:
+        COUNTERS[k] = 0
+
+
+def forward_pass_count() -> int:
+    """Backbone forward batches run in this process (a second run over cached features adds none)."""
+    return COUNTERS["forward_batches"]
+
+
+def default_cache_dir(cache_dir: str | Path | None = None) -> Path:
+    """`cache_dir` if given (`--cache-dir`), else `$VITBENCH_CACHE_DIR`, else the user cache dir."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    if os.environ.get("VITBENCH_CACHE_DIR"):
+        return Path(os.environ["VITBENCH_CACHE_DIR"]).expanduser()
+    return Path.home() / ".cache" / "vitbench"  # same default as vitbench.data.loader.default_cache_dir
+
+
+def features_dir(cache_dir: str | Path | None = None) -> Path:
+    return default_cache_dir(cache_dir) / "features"
+
+
+@dataclass(frozen=True)
+class FeatureKey:
+    """What determines the features. `model`/`task` are labels for `vitbench cache ls`, not part of the key."""
+
+    weights_sha256: str
+    preprocessing: dict[str, Any] = field(hash=False)
+    split_fingerprint: str
+    split: str
+    model: str = ""
+    task: str = ""
+
+    @property
+    def digest(self) -> str:
+        payload = {
+            "version": FEATURE_CACHE_VERSION, "weights_sha256": self.weights_sha256,
+            "preprocessing": self.preprocessing, "split_fingerprint": self.split_fingerprint, "split": self.split,
+        }
+        return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:24]
+
+    def stem(self) -> str:
+        label = "_".join(p for p in (self.model, self.task, self.split) if p)
+        label = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+        return f"{label}-{self.digest}" if label else self.digest
+
+
+@dataclass
+class Features:
+    """Features of one split (`array`: float32 [N, D], memory-mapped) and how they were obtained."""
+
+    array: np.ndarray
+    path: Path
+    key: FeatureKey
+    hit: bool
+    rebuilt_reason: str = ""
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path), "key": self.key.digest, "hit": self.hit, "shape": list(self.array.shape),
+            "rebuilt_reason": self.rebuilt_reason or None,
+        }
+
+
+def feature_key(model, split, prep, *, split_name: str, model_name: str = "", task_name: str = "") -> FeatureKey:
+    """The cache key of `model`'s features on `split` under preprocessing `prep`."""
+    sha = (getattr(model, "weights_info", None) or {}).get("weights_sha256")
+    if not sha:
+        raise VitbenchError("model has no weights_info['weights_sha256']; build it with vitbench.models.create")
+    return FeatureKey(sha, prep.to_dict(), split.fingerprint, split_name, model_name, task_name)
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _meta_path(npy: Path) -> Path:
+    return npy.with_suffix(".json")
+
+
+def load_cached(npy: Path, key: FeatureKey) -> tuple[np.ndarray | None, str]:
+    """`(memmap, "")` when `npy` is a complete, verified cache entry for `key`, else `(None, why)`."""
+    meta_path = _meta_path(npy)
+    if not npy.exists() and not meta_path.exists():
+        return None, ""
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, "sidecar missing or unreadable (interrupted write?)"
+    if meta.get("version") != FEATURE_CACHE_VERSION or meta.get("key") != key.digest:
+        return None, "sidecar does not match the key"
+    try:
+        stat = npy.stat()
+        array = np.load(npy, mmap_mode="r")
+    except (OSError, ValueError, EOFError) as exc:
+        return None, f"array unreadable ({type(exc).__name__}: {exc})"
+    if list(array.shape) != meta.get("shape") or array.dtype != np.float32 or stat.st_size != meta.get("bytes"):
+        return None, f"array shape/size {list(array.shape)}/{stat.st_size} differs from the sidecar (truncated?)"
+    stamp = (stat.st_size, stat.st_mtime_ns)
+    if _VERIFIED.get(str(npy)) != stamp:
+        if _file_sha256(npy) != meta.get("sha256"):
+            return None, "content hash differs from the sidecar (corrupt file)"
+        _VERIFIED[str(npy)] = stamp
+    return array, ""
+
+
+def _remove(*paths: Path) -> None:
+    for p in paths:
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _atomic_json(path: Path, payload: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=1, sort_keys=True, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _run_backbone(model, split, prep, ctx: RunContext, out: np.ndarray, description: str) -> None:
+    """Eval preprocessing + `forward_features` over the whole split in order, written into `out`."""
+    from vitbench.data.transforms import normalize, resized_images
+
+    images = resized_images(split, prep, cache_dir=default_cache_dir(ctx.cache_dir) / "images", progress=ctx.progress)
+    n, batch = len(split), max(1, int(ctx.eval_batch_size))
+    model.eval().to(ctx.device)
+    ctx.progress(description, 0, n)
+    with torch.inference_mode():
+        for start in range(0, n, batch):
+            pixels = torch.from_numpy(np.array(images[start:start + batch]))  # copy out of the read-only memmap
+            feats = model.forward_features(normalize(pixels, prep).to(ctx.device))
+            out[start:start + len(pixels)] = feats.float().cpu().numpy()
+            COUNTERS["forward_batches"] += 1
+            COUNTERS["forward_images"] += len(pixels)
+            ctx.progress(description, min(n, start + batch), n)
+
+
+def load_or_extract(
+    model, split, prep, ctx: RunContext, *, split_name: str, model_name: str = "", task_name: str = "",
+) -> Features:
+    """Cached features of `split`, extracting (once, atomically) when missing, partial or corrupt."""
+    key = feature_key(model, split, prep, split_name=split_name, model_name=model_name, task_name=task_name)
+    folder = features_dir(ctx.cache_dir)
+    npy = folder / f"{key.stem()}.npy"
+    array, why = load_cached(npy, key)
+    if array is not None:
+        COUNTERS["cache_hits"] += 1
+        return Features(array, npy, key, hit=True)
+    if why:
+        warnings.warn(f"feature cache {npy} is invalid ({why}); rebuilding it", stacklevel=2)
+        COUNTERS["rebuilt"] += 1
+        _remove(npy, _meta_path(npy))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=npy.name + ".tmp-", dir=folder)
+        os.close(fd)
+    except OSError as exc:
+        raise VitbenchError(
+            f"cannot write the feature cache in {folder} ({exc.strerror}); "
+            "pass --cache-dir or set VITBENCH_CACHE_DIR to a writable folder"
+        ) from None
+    tmp = Path(tmp_name)
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(split), int(model.num_features)))
+        label = " ".join(p for p in (model_name, task_name, split_name) if p)
+        _run_backbone(model, split, prep, ctx, out, f"features {label}".strip())
+        out.flush()
+        del out
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, npy)
+    except BaseException:
+        _remove(tmp)
+        raise
+    COUNTERS["extractions"] += 1
+    stat = npy.stat()
+    meta = {
+        "version": FEATURE_CACHE_VERSION, "key": key.digest, "weights_sha256": key.weights_sha256,
+        "preprocessing": key.preprocessing, "split_fingerprint": key.split_fingerprint, "split": key.split,
+        "model": key.model, "task": key.task, "shape": [len(split), int(model.num_features)], "dtype": "float32",
+        "bytes": stat.st_size, "sha256": _file_sha256(npy), "weights_id": (model.weights_info or {}).get("weights_id"),
+    }
+    _atomic_json(_meta_path(npy), meta)
+    _VERIFIED[str(npy)] = (stat.st_size, stat.st_mtime_ns)
+    return Features(np.load(npy, mmap_mode="r"), npy, key, hit=False, rebuilt_reason=why)
+
+
+def extract_features(model, split, prep, ctx: RunContext, *, split_name: str = "", model_name: str = "",
+                     task_name: str = "") -> np.ndarray:
+    """Float32 [len(split), model.num_features] pre-logits of `split` (memory-mapped from the cache)."""
+    return load_or_extract(model, split, prep, ctx, split_name=split_name, model_name=model_name,
+                           task_name=task_name).array
+
+
+# ----------------------------------------------------------------------------------------- cache listing
+def list_feature_cache(cache_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """One dict per cache entry (model, task, split, shape, bytes, path, status), newest first."""
+    folder = features_dir(cache_dir)
+    rows = []
+    for npy in sorted(folder.glob("*.npy")) if folder.is_dir() else []:
+        row: dict[str, Any] = {"path": str(npy), "bytes": npy.stat().st_size, "status": "ok"}
+        try:
+            meta = json.loads(_meta_path(npy).read_text(encoding="utf-8"))
+            row.update({k: meta.get(k) for k in ("model", "task", "split", "shape", "weights_id")})
+            if meta.get("bytes") != row["bytes"]:
+                row["status"] = "partial (rebuilt on next use)"
+        except (OSError, ValueError):
+            row["status"] = "incomplete (rebuilt on next use)"
+        row["modified"] = npy.stat().st_mtime
+        rows.append(row)
+    return sorted(rows, key=lambda r: -r["modified"])
+
+
+def clear_feature_cache(cache_dir: str | Path | None = None, *, model: str = "", task: str = "") -> tuple[int, int]:
+    """Delete feature cache entries (all, or those matching `model`/`task`); returns (entries, bytes) freed."""
+    folder = features_dir(cache_dir)
+    if not folder.is_dir():
+        return 0, 0
+    count = freed = 0
+    for npy in folder.glob("*.npy*"):
+        if npy.suffix != ".npy" and ".tmp-" not in npy.name:
+            continue
+        meta_path = _meta_path(npy) if npy.suffix == ".npy" else None
+        if model or task:
+            try:
+                meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path else {}
+            except (OSError, ValueError):
+                meta = {}
+            if (model and meta.get("model") != model) or (task and meta.get("task") != task):
+                continue
+        freed += npy.stat().st_size
+        count += 1
+        _remove(npy, *([meta_path] if meta_path else []))
+    for stray in folder.glob("*.json"):  # sidecars whose array is gone
+        if not stray.with_suffix(".npy").exists() and not (model or task):
+            _remove(stray)
+    _VERIFIED.clear()
+    return count, freed

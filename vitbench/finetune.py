@@ -1,0 +1,72 @@
+"""Fine-tuning protocol math: the learning-rate schedule and the recipe record.
+
+The paper fine-tunes with SGD (momentum 0.9, no weight decay), global-norm gradient clipping at 1, batch
+512, linear warm-up then cosine decay to zero (Table 4, §B.1.1; vit_jax `utils.create_learning_rate_schedule`,
+see ../shared/reference/finetune_and_weights.md §1.2). Pure functions, tested directly; the training loop
+that uses them is `vitbench/runners/finetune.py` (`vitbench finetune`, `vitbench run --method finetune`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from vitbench.errors import VitbenchError
+
+
+def lr_at(step: int, base_lr: float, total_steps: int, warmup_steps: int) -> float:
+    """Learning rate at training step `step` (1-based, as vit_jax counts): warm-up, then cosine to 0.
+
+    warm-up factor = min(1, step / warmup); progress = clip((step - warmup) / (total - warmup), 0, 1);
+    lr = base * warmup_factor * 0.5 * (1 + cos(pi * progress)). `warmup_steps >= total_steps` is refused:
+    vit_jax divides by zero there and its last step gets a NaN rate.
+    """
+    if total_steps < 1:
+        raise VitbenchError(f"total_steps must be >= 1, got {total_steps}")
+    if not 0 <= warmup_steps < total_steps:
+        raise VitbenchError(f"warmup_steps must be in [0, {total_steps}), got {warmup_steps}")
+    progress = min(max((step - warmup_steps) / (total_steps - warmup_steps), 0.0), 1.0)
+    lr = base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if warmup_steps:
+        lr *= min(1.0, step / warmup_steps)
+    return lr
+
+
+def accumulation_steps(batch_size: int, micro_batch: int | None) -> tuple[int, int]:
+    """(micro-batch size, number of micro-batches) whose product is exactly `batch_size`.
+
+    The effective batch is what the protocol fixes (512 in the paper); micro-batching only bounds memory.
+    The largest divisor of `batch_size` that is <= `micro_batch` is used, so no example is dropped or
+    double-counted.
+    """
+    if micro_batch is None or micro_batch >= batch_size:
+        return batch_size, 1
+    if micro_batch < 1:
+        raise VitbenchError(f"micro_batch must be >= 1, got {micro_batch}")
+    size = max(d for d in range(1, micro_batch + 1) if batch_size % d == 0)
+    return size, batch_size // size
+
+
+@dataclass(frozen=True)
+class FinetuneRecipe:
+    """Every setting of one fine-tuning run (written into the record)."""
+
+    steps: int
+    lr: float
+    batch_size: int
+    warmup_steps: int
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    train_crop: str = "inception"
+    hflip: bool = True
+    micro_batch: int | None = None
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> FinetuneRecipe:
+        fields = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in params.items() if k in fields})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

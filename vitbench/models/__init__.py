@@ -1,0 +1,31 @@
+"""The model zoo: paper backbones one word away (`vit_b16`, `bit_r50x1`, ...), any timm or torchvision network,
+and local checkpoints, all behind one interface.
+
+Public API (stable):
+- `create(name, weights="default", img_size=None, num_classes=None, *, pos_interp="bilinear", drop_rate=0.0)
+  -> Backbone` (an `nn.Module`): `forward_features(x) -> [B, D]` pre-logits, `forward(x)` logits of a
+  zero-initialised `Linear(D, K)` head when `num_classes=K`, `num_features`, `data_config`, `weights_info`.
+- `resolve_weights_id(name, weights="default") -> str`: the weights id for cell keys, without loading.
+- `list_models() -> list[ModelInfo]`, `models_table() -> pandas.DataFrame` (`vitbench ls models`).
+- `state_dict_sha256(state_dict) -> str`; `resample_pos_embed(...)` for resolution changes.
+Names: paper names (optionally `.tag`, e.g. `vit_b16.augreg_in21k`, `vit_b16.tv_in1k`), `timm:<arch>[.tag]`,
+`torchvision:<builder>[.ENUM]`. Weights: "default" | "none" | a tag | a path (.safetensors, Google .npz, .pth).
+"""
+
+from vitbench.models.backbone import Backbone, state_dict_sha256
+from vitbench.models.build import create, resolve_weights_id
+from vitbench.models.posembed import resample_pos_embed
+from vitbench.models.registry import MODELS, ModelInfo, available_tags, list_models, models_table
+
+__all__ = [
+    "MODELS",
+    "Backbone",
+    "ModelInfo",
+    "available_tags",
+    "create",
+    "list_models",
+    "models_table",
+    "resample_pos_embed",
+    "resolve_weights_id",
+    "state_dict_sha256",
+]

@@ -1,0 +1,239 @@
+"""Building a `Backbone` from a model name and a weights choice: the body of `vitbench.models.create`.
+
+Owns `create`, `resolve_weights_id` and the weights-choice rules: `"default"` (the registry's checkpoint, e.g. the
+paper's ImageNet-21k `orig_in21k`), `"none"` (random init, recorded as such), a tag (`augreg_in21k`, `tv_in1k`,
+a torchvision enum name for `torchvision:` models) or a local file path. Paper names and `timm:` names become timm
+networks; `vit_*.tv_*` tags convert torchvision's ViT weights to timm's layout (a rename), `torchvision:` names stay
+torchvision networks with their classifier replaced by `Identity`. Exercised by every `vitbench run`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vitbench.errors import VitbenchError
+from vitbench.models import checkpoints as ckpt
+from vitbench.models.backbone import Backbone, state_dict_sha256
+from vitbench.models.npz import load_bit_npz, npz_kind, vit_npz_to_timm
+from vitbench.models.posembed import recorded_mode
+from vitbench.models.registry import TORCHVISION_VIT_TAGS, ModelRef, hub_weights_id, parse_model_name
+
+RANDOM = ("none", "random")
+DEFAULT = (None, "", "default")
+FILE_SUFFIXES = (".safetensors", ".npz", ".pth", ".pt", ".bin", ".ckpt")
+
+
+def _is_path(weights: str) -> bool:
+    return os.sep in weights or weights.lower().endswith(FILE_SUFFIXES) or Path(weights).exists()
+
+
+def _choice(ref: ModelRef, weights: str | os.PathLike | None) -> tuple[str, str | None]:
+    """("random" | "file" | "hub", tag-or-path) for a weights argument."""
+    if weights in DEFAULT:
+        return "hub", ref.tag
+    if isinstance(weights, str) and weights.lower() in RANDOM:
+        return "random", None
+    if isinstance(weights, os.PathLike) or _is_path(weights):
+        path = os.fspath(weights)
+        if not Path(path).is_file():
+            raise VitbenchError(f"weights file {path!r} does not exist; pass an existing .safetensors, .npz "
+                                "or .pth file")
+        return "file", path
+    if ref.info is not None:  # a tag: validate it through the name parser
+        return "hub", parse_model_name(f"{ref.info.name}.{weights}").tag
+    if ref.library == "timm":
+        return "hub", parse_model_name(f"timm:{ref.arch}.{weights}").tag
+    return "hub", weights
+
+
+def resolve_weights_id(name: str, weights: str | os.PathLike | None = "default") -> str:
+    """The weights id that goes into cell keys, without building anything: `timm/<arch>.<tag>`,
+    `torchvision/<builder>.<ENUM>`, `file:<sha256 of the file>` or `none` (random init)."""
+    ref = parse_model_name(name)
+    kind, value = _choice(ref, weights)
+    if kind == "random":
+        return "none"
+    if kind == "file":
+        return f"file:{ckpt.file_sha256(value)}"
+    return hub_weights_id(ref, value)
+
+
+def _pretrained_data(ref: ModelRef, kind: str, weights_id: str) -> str | None:
+    if kind == "random":
+        return None
+    if kind == "file":
+        return "unknown (local file)"
+    tag = weights_id.rsplit(".", 1)[-1].lower()
+    if ref.info is not None and tag == ref.info.default_tag:
+        return ref.info.pretrain_data
+    if "swag" in tag:
+        return "IG-3.6B (SWAG) -> ImageNet-1k"
+    if "in21k" in tag or "in22k" in tag:
+        return "ImageNet-21k" + (" -> ImageNet-1k" if "ft_in1k" in tag else "")
+    if "in1k" in tag or tag.startswith("imagenet1k"):
+        return "ImageNet-1k"
+    return f"see {weights_id}"
+
+
+def create(name: str, weights: str | os.PathLike | None = "default", img_size: int | None = None,
+           num_classes: int | None = None, *, pos_interp: str = "bilinear", drop_rate: float = 0.0) -> Backbone:
+    """Build a backbone by name with the chosen weights.
+
+    `name`: a paper name (`vit_b16`, `bit_r50x1`, optionally `.tag`), `timm:<arch>[.tag]` or
+    `torchvision:<builder>[.ENUM]`. `weights`: "default" | "none" | a tag | a local file path.
+    `img_size`: input resolution (ViT position embeddings are resized with `pos_interp`, "bilinear" =
+    Google's align-corners zoom, or "bicubic"). `num_classes`: attach a zero-initialised `Linear(D, K)` head.
+    """
+    recorded_mode(pos_interp)
+    ref = parse_model_name(name)
+    kind, value = _choice(ref, weights)
+    started = time.perf_counter()
+    if ref.library == "torchvision":
+        from vitbench.models.tvnets import build_torchvision
+
+        trunk, num_features, data_config, source, weights_id = build_torchvision(ref, kind, value, img_size,
+                                                                                  pos_interp)
+    else:
+        trunk, data_config, source, weights_id = _build_timm(ref, kind, value, img_size, pos_interp, drop_rate)
+        num_features = trunk.num_features
+    trunk.eval()
+    load_s = time.perf_counter() - started
+    started = time.perf_counter()
+    sha = state_dict_sha256(trunk.state_dict())
+    info: dict[str, Any] = {
+        "model": name,
+        "weights_id": weights_id,
+        "weights_sha256": sha,
+        "source": source,
+        "random_init": kind == "random",
+        "pretrained_data": _pretrained_data(ref, kind, weights_id),
+        "pos_embed_interpolation": recorded_mode(pos_interp) if _has_pos_embed(trunk) else None,
+        "img_size": int(data_config["input_size"][-1]),
+        "load_seconds": round(load_s, 3),
+        "hash_seconds": round(time.perf_counter() - started, 3),
+    }
+    return Backbone(trunk, ref.library, num_features, data_config, info, num_classes).eval()
+
+
+def _has_pos_embed(trunk: nn.Module) -> bool:
+    return isinstance(getattr(trunk, "pos_embed", None), torch.Tensor) or hasattr(
+        getattr(trunk, "encoder", None), "pos_embedding")
+
+
+def _timm_create(arch_tag: str, img_size: int | None, drop_rate: float) -> nn.Module:
+    import timm
+
+    kwargs: dict[str, Any] = {"pretrained": False, "num_classes": 0}
+    if drop_rate:
+        kwargs["drop_rate"] = drop_rate
+    if img_size is not None:
+        try:
+            return timm.create_model(arch_tag, img_size=img_size, **kwargs)
+        except TypeError:  # convnets take no img_size: the input size is only recorded in data_config
+            pass
+    return timm.create_model(arch_tag, **kwargs)
+
+
+def _build_timm(ref: ModelRef, kind: str, value: str | None, img_size: int | None, pos_interp: str,
+                drop_rate: float) -> tuple[nn.Module, dict[str, Any], str, str]:
+    import timm.data
+
+    tv_tag = kind == "hub" and value is not None and value.startswith("tv_")
+    hub_id = hub_weights_id(ref, value) if kind == "hub" else None
+    # the timm pretrained config (normalisation, interpolation, crop) comes from the tag that is loaded, or from
+    # the default tag for random init and files (paper names: the paper's [-1, 1] scaling)
+    if kind == "hub" and not tv_tag:
+        cfg_tag = hub_id[len("timm/"):]
+    elif ref.info is not None:
+        cfg_tag = f"{ref.arch}.{ref.info.default_tag}"
+    else:
+        cfg_tag = f"{ref.arch}.{ref.tag}" if ref.tag else ref.arch
+    member = None
+    if tv_tag:
+        from vitbench.models.tvnets import weights_enum
+
+        member = weights_enum(ref.info.torchvision_builder, TORCHVISION_VIT_TAGS[value])
+        img_size = img_size or int(member.transforms().crop_size[0])  # SWAG E2E weights are native 384/512/518
+    weights_id, source, sd, path = "none", "random init (timm)", None, None
+    if kind == "file":
+        path = Path(value)
+        weights_id, source = f"file:{ckpt.file_sha256(path)}", str(path.resolve())
+    elif tv_tag:
+        from vitbench.models.tvnets import fetch_torchvision_weights
+
+        weights_id = hub_id
+        sd, source, member = fetch_torchvision_weights(ref.info.torchvision_builder, member.name,
+                                                       model_name=ref.name, weights_id=weights_id)
+    elif kind == "hub":  # find the file before building anything: offline errors come at once
+        import timm.models
+
+        weights_id = hub_id
+        cfg = timm.models.get_pretrained_cfg(cfg_tag).to_dict()
+        if cfg.get("hf_hub_id"):
+            names = (cfg["hf_hub_filename"],) if cfg.get("hf_hub_filename") else ckpt.HUB_FILENAMES
+            path = ckpt.fetch_hub_file(cfg["hf_hub_id"], model_name=ref.name, weights_id=weights_id, filenames=names)
+        elif cfg.get("url"):
+            path = ckpt.fetch_url(cfg["url"], model_name=ref.name, weights_id=weights_id)
+        else:
+            raise VitbenchError(f"{weights_id} has no download location in timm; pass --weights PATH")
+        source = f"hub:{cfg.get('hf_hub_id') or cfg.get('url')}"
+    if path is not None:
+        sd = ckpt.read_checkpoint(path)
+    if sd is None:
+        trunk = _timm_create(cfg_tag, img_size, drop_rate)
+    elif path is not None and path.suffix.lower() == ".npz" and npz_kind(sd) == "bit":
+        trunk = _timm_create(cfg_tag, img_size, drop_rate)
+        if not hasattr(trunk, "stages"):
+            raise VitbenchError(f"{str(path)!r} is a BiT (ResNet) checkpoint but model {ref.name!r} is not "
+                                "a BiT model; pick a bit_* model")
+        load_bit_npz(trunk, path)
+    else:
+        if path is not None and path.suffix.lower() == ".npz":
+            sd = vit_npz_to_timm(sd)
+        trunk = _load_into_new_trunk(sd, cfg_tag, img_size, drop_rate, repr(str(path or source)), ref.name,
+                                     pos_interp)
+    data_config = dict(timm.data.resolve_data_config({}, model=trunk))
+    if tv_tag:
+        from vitbench.models.tvnets import torchvision_data_config
+
+        data_config.update(torchvision_data_config(member))
+    if img_size is not None:
+        data_config["input_size"] = (3, int(img_size), int(img_size))
+    return trunk, data_config, source, weights_id
+
+
+def _load_into_new_trunk(sd, cfg_tag: str, img_size: int | None, drop_rate: float, source: str,
+                         model_name: str, pos_interp: str) -> nn.Module:
+    """Build the timm trunk on the meta device (no random init to pay for) and assign the fitted weights;
+    fall back to a normal build if some tensor (e.g. a non-persistent buffer) is left on meta."""
+    with torch.device("meta"):
+        trunk = _timm_create(cfg_tag, img_size, drop_rate)
+    fitted = _fit(sd, trunk, source, model_name, pos_interp)
+    trunk.load_state_dict(fitted, assign=True)
+    if any(t.is_meta for t in list(trunk.parameters()) + list(trunk.buffers())):
+        trunk = _timm_create(cfg_tag, img_size, drop_rate)
+        trunk.load_state_dict(fitted)
+    return trunk
+
+
+def _fit(sd, trunk, source, model_name, pos_interp):
+    """Fit `sd` to `trunk`; on failure give timm's own checkpoint filter (older hub layouts) a second chance."""
+    import importlib
+
+    try:
+        return ckpt.fit_state_dict(sd, trunk, source=source, model_name=model_name, pos_interp=pos_interp)
+    except VitbenchError as first:
+        filter_fn = getattr(importlib.import_module(type(trunk).__module__), "checkpoint_filter_fn", None)
+        if filter_fn is None:
+            raise
+        try:
+            filtered = filter_fn(dict(sd), trunk)
+            return ckpt.fit_state_dict(filtered, trunk, source=source, model_name=model_name, pos_interp=pos_interp)
+        except Exception:  # noqa: BLE001 - the filter does not apply either: report our own mismatch message
+            raise first from None

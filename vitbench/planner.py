@@ -1,0 +1,220 @@
+"""Planner: expand a suite into cells, skip finished ones (resume), and execute the rest.
+
+Parameters resolve in three layers: the protocol defaults below (the paper / big_vision), then the suite
+file's `[defaults]`, `[fewshot]` and `[finetune]` tables, then command-line overrides. Exercised by
+`vitbench run`, `vitbench fewshot` and `vitbench finetune` (`--dry-run` prints the plan, `--shard i/n` runs
+a slice of it, so several machines or GPUs can share one results folder).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vitbench import results
+from vitbench.cells import Cell, CellResult, RunContext
+from vitbench.errors import VitbenchError
+from vitbench.suites import METHODS, Suite
+
+# big_vision `get_fewshot_lsr` defaults (fewshot_and_paper.md §1.3); grid 2^-10..2^19 as scenic/vmoe (§1.4).
+FEWSHOT_DEFAULTS: dict[str, Any] = {
+    "shots": [1, 5, 10, 25],
+    "seeds": [0, 1, 2],
+    "l2": 2.0**10,
+    "l2_select": "fixed",
+    "l2_grid": [2.0**e for e in range(-10, 20)],
+    "precision": "float64",
+    "cv_folds": 5,
+    "img_size": None,
+}
+# The paper's VTAB recipe (Table 4, §B.1.1; finetune_and_weights.md §1.1, §1.5): SGD momentum 0.9, batch 512,
+# cosine decay, no weight decay, global-norm clipping at 1, 384 px, inception crop + flip.
+FINETUNE_DEFAULTS: dict[str, Any] = {
+    "steps": 2500,
+    "lr": 0.01,
+    "batch_size": 512,
+    "warmup_steps": 200,
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "grad_clip": 1.0,
+    "train_crop": "inception",
+    "hflip": True,
+    "seeds": [0],
+    "img_size": 384,
+    "micro_batch": None,
+}
+L2_SELECT_MODES = ("fixed", "mean-rank", "leave-self-out", "cv")
+# Parameters that do not change the number (execution details) stay out of the cell key.
+NOT_IN_KEY = {"seeds", "img_size", "micro_batch"}
+
+
+@dataclass
+class Plan:
+    cells: list[Cell]
+    done: list[Cell] = field(default_factory=list)
+    todo: list[Cell] = field(default_factory=list)
+
+
+def _merge(*layers: dict[str, Any] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for k, v in (layer or {}).items():
+            if v is not None:
+                out[k] = v
+    return out
+
+
+def method_params(suite: Suite, method: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Resolved parameters of `method` for `suite` (defaults < suite tables < overrides), validated."""
+    base = FEWSHOT_DEFAULTS if method == "fewshot" else FINETUNE_DEFAULTS
+    table = suite.fewshot if method == "fewshot" else suite.finetune
+    unknown = sorted(set(table) - set(base))
+    if unknown:
+        raise VitbenchError(f"{suite.path}: unknown field(s) {unknown} in [{method}]; valid: {sorted(base)}")
+    img = {"img_size": suite.defaults.get("img_size")}
+    params = _merge(base, img, table, overrides)
+    _validate(params, method, suite.path)
+    return params
+
+
+def _as_list(value: Any) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _validate(params: dict[str, Any], method: str, where: str) -> None:
+    seeds = _as_list(params["seeds"])
+    if not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
+        raise VitbenchError(f"{where}: seeds must be non-negative integers, got {params['seeds']!r}")
+    if params.get("img_size") is not None and (not isinstance(params["img_size"], int) or params["img_size"] < 8):
+        raise VitbenchError(f"{where}: img_size must be an integer >= 8, got {params['img_size']!r}")
+    if method == "fewshot":
+        shots = _as_list(params["shots"])
+        if not shots or any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in shots):
+            raise VitbenchError(f"{where}: shots must be positive integers like 1,5,10,25, got {params['shots']!r}")
+        if params["l2_select"] not in L2_SELECT_MODES:
+            raise VitbenchError(f"{where}: l2_select must be one of {list(L2_SELECT_MODES)}, got {params['l2_select']!r}")
+        if not (isinstance(params["l2"], (int, float)) and params["l2"] > 0 and math.isfinite(params["l2"])):
+            raise VitbenchError(f"{where}: l2 must be a positive number, got {params['l2']!r}")
+        if params["precision"] not in ("float64", "float32"):
+            raise VitbenchError(f"{where}: precision must be float64 or float32, got {params['precision']!r}")
+    else:
+        for name in ("steps", "batch_size"):
+            if not isinstance(params[name], int) or isinstance(params[name], bool) or params[name] < 1:
+                raise VitbenchError(f"{where}: finetune {name} must be a positive integer, got {params[name]!r}")
+        if not (isinstance(params["lr"], (int, float)) and params["lr"] > 0):
+            raise VitbenchError(f"{where}: finetune lr must be a positive number, got {params['lr']!r}")
+        if not isinstance(params["warmup_steps"], int) or not 0 <= params["warmup_steps"] < params["steps"]:
+            raise VitbenchError(
+                f"{where}: finetune warmup_steps must be in [0, steps) (got {params['warmup_steps']!r} with steps={params['steps']}); "
+                "with warmup == steps the cosine schedule divides by zero"
+            )
+
+
+def resolve_weights_id(model: str, weights: str) -> str:
+    from vitbench.models import resolve_weights_id as _resolve
+
+    return _resolve(model, weights)
+
+
+def expand(
+    suite: Suite,
+    models: Iterable[str],
+    methods: Iterable[str],
+    *,
+    weights: str = "default",
+    tasks: list[str] | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> list[Cell]:
+    """Cells for task x model x method x params x seed, in a stable order."""
+    overrides = overrides or {}
+    methods = list(methods)
+    for m in methods:
+        if m not in METHODS:
+            raise VitbenchError(f"unknown method {m!r}; use one of {list(METHODS)} or 'all'")
+    selected = suite.select(tasks)
+    cells: list[Cell] = []
+    for model in models:
+        weights_id = resolve_weights_id(model, weights)
+        for method in methods:
+            params = method_params(suite, method, overrides.get(method))
+            key_params = {k: v for k, v in params.items() if k not in NOT_IN_KEY}
+            variants = (
+                [{**key_params, "shots": s} for s in _as_list(params["shots"])] if method == "fewshot" else [key_params]
+            )
+            if method == "fewshot" and params["l2_select"] == "fixed":
+                for v in variants:
+                    v["l2_grid"] = []  # only the fixed value is solved; recorded as such
+            for task in selected:
+                for variant in variants:
+                    for seed in _as_list(params["seeds"]):
+                        cells.append(
+                            Cell(
+                                suite=suite.name, task=task, model=model, weights=weights, method=method,
+                                params=variant, seed=seed, img_size=params.get("img_size"), weights_id=weights_id,
+                            )
+                        )
+    return cells
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """`'i/n'` (1-based) -> (i, n); None passes through."""
+    if not text:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise VitbenchError(f"--shard must look like i/n (e.g. 2/4), got {text!r}") from None
+    if not (n >= 1 and 1 <= i <= n):
+        raise VitbenchError(f"--shard {text!r}: need 1 <= i <= n")
+    return i, n
+
+
+def plan(cells: list[Cell], out_dir: Path, *, force: bool = False, shard: tuple[int, int] | None = None) -> Plan:
+    """Split `cells` into done (a valid record exists) and todo; `shard` keeps every n-th cell by key."""
+    if shard:
+        i, n = shard
+        cells = [c for c in cells if int(c.key, 16) % n == i - 1]
+    p = Plan(cells=cells)
+    for c in cells:
+        (p.todo if force or not results.is_done(out_dir, c) else p.done).append(c)
+    return p
+
+
+Runner = Callable[[Cell, RunContext], CellResult]
+
+
+def runner_for(method: str) -> Runner:
+    if method == "fewshot":
+        from vitbench.runners.fewshot import run_cell
+    elif method == "finetune":
+        from vitbench.runners.finetune import run_cell
+    else:
+        raise VitbenchError(f"unknown method {method!r}")
+    return run_cell
+
+
+def execute(
+    todo: list[Cell],
+    out_dir: Path,
+    ctx: RunContext,
+    *,
+    on_start: Callable[[Cell, int, int], None] | None = None,
+    on_done: Callable[[Cell, dict[str, Any], Path], None] | None = None,
+) -> list[tuple[Cell, dict[str, Any], Path]]:
+    """Run each cell and write its record as soon as it finishes (so an interruption loses one cell at most)."""
+    written = []
+    for i, cell in enumerate(todo):
+        if on_start:
+            on_start(cell, i, len(todo))
+        t0 = time.perf_counter()
+        result = runner_for(cell.method)(cell, ctx)
+        record = results.make_record(cell, result, time.perf_counter() - t0, ctx.device)
+        path = results.write_record(out_dir, cell, record)
+        written.append((cell, record, path))
+        if on_done:
+            on_done(cell, record, path)
+    return written

@@ -1,0 +1,140 @@
+"""Result tables: tidy rows from records, mean ± std over seeds, VTAB group means, paper comparison.
+
+Pure pandas over loaded records; exercised by `vitbench report` and the summary printed by `vitbench run`.
+Accuracies are shown in percent, as the paper prints them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+REFERENCE_CSV = Path(__file__).resolve().parent / "reference" / "paper.csv"
+VTAB_GROUPS = ("natural", "specialized", "structured")
+
+
+def setting_of(rec: dict[str, Any]) -> str:
+    """A short label of the method parameters that define a comparable column, e.g. '5-shot'."""
+    p = rec.get("params") or {}
+    if rec.get("method") == "fewshot":
+        sel = p.get("l2_select", "fixed")
+        tail = f", l2={p.get('l2'):g}" if sel == "fixed" and p.get("l2") is not None else f", l2 {sel}"
+        return f"{p.get('shots')}-shot{tail}"
+    if rec.get("method") == "finetune":
+        return f"{p.get('steps')} steps, lr {p.get('lr'):g}, batch {p.get('batch_size')}"
+    return ""
+
+
+def _pretrain(rec: dict[str, Any]) -> str:
+    weights = (rec.get("provenance") or {}).get("weights") or {}
+    if rec.get("random_init") or weights.get("random_init"):
+        return "random-init"
+    return str(weights.get("pretrained_data") or "")
+
+
+def tidy(records: list[dict[str, Any]], l2_choice: dict | None = None) -> pd.DataFrame:
+    """One row per record: identity columns plus `value` = the task's metric in percent.
+
+    `l2_choice` maps (model, weights_id, task, shots) -> l2 for few-shot records whose l2 is chosen across
+    tasks (mean-rank / leave-self-out); the accuracy at that l2 is read from the record's per-l2 row.
+    """
+    rows = []
+    for rec in records:
+        metric = ((rec.get("cell") or {}).get("task") or {}).get("metric", "top1")
+        metrics = rec.get("metrics") or {}
+        value = metrics.get(metric, metrics.get("top1"))
+        chosen = None
+        if l2_choice and rec.get("method") == "fewshot":
+            key = (rec.get("model"), rec.get("weights_id"), rec.get("task"), (rec.get("params") or {}).get("shots"))
+            chosen = l2_choice.get(key)
+            per_l2 = (rec.get("details") or {}).get("acc_per_l2") or {}
+            if chosen is not None:
+                value = _lookup_l2(per_l2, chosen, value)
+        rows.append({
+            "suite": rec.get("suite"), "task": rec.get("task"), "group": rec.get("group") or "",
+            "model": rec.get("model"), "weights_id": rec.get("weights_id"), "pretrain": _pretrain(rec),
+            "method": rec.get("method"), "setting": setting_of(rec), "shots": (rec.get("params") or {}).get("shots"),
+            "metric": metric, "seed": rec.get("seed"), "value": None if value is None else 100.0 * float(value),
+            "chosen_l2": chosen, "key": rec.get("key"),
+        })
+    return pd.DataFrame(rows)
+
+
+def _lookup_l2(per_l2: dict, l2: float, default):
+    for k, v in per_l2.items():
+        if abs(float(k) - float(l2)) <= 1e-9 * max(1.0, abs(float(l2))):
+            return v
+    return default
+
+
+ID_COLS = ["suite", "task", "group", "model", "weights_id", "pretrain", "method", "setting", "shots", "metric"]
+
+
+def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std (ddof=1; 0 for one seed) and count over seeds for each identity."""
+    if frame.empty:
+        return frame
+    g = frame.groupby(ID_COLS, dropna=False, sort=False)["value"]
+    agg = g.agg(mean="mean", std="std", n="count").reset_index()
+    agg["std"] = agg["std"].fillna(0.0)
+    return agg
+
+
+def fmt(mean: float, std: float, n: int) -> str:
+    return f"{mean:.2f}" if n <= 1 else f"{mean:.2f} ± {std:.2f}"
+
+
+def summary_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """The table printed after a run: one row per (task, model, method, setting)."""
+    agg = aggregate(tidy(records))
+    if agg.empty:
+        return agg
+    out = agg.assign(**{"result (%)": [fmt(m, s, n) for m, s, n in zip(agg["mean"], agg["std"], agg["n"])]})
+    out["weights"] = [w if p != "random-init" else f"{w} (random-init)" for w, p in zip(out["weights_id"], out["pretrain"])]
+    return out[["task", "group", "model", "weights", "method", "setting", "metric", "result (%)", "n"]].rename(columns={"n": "seeds"})
+
+
+def vtab_means(agg: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, weights, method, setting): mean over tasks, per-group means, and the mean of group means.
+
+    Both overall numbers are reported and labelled, because BiT's overall is task-weighted while many later
+    papers average the three group means (vtab_tasks.md §2, "VTAB-1k evaluation protocol").
+    """
+    sub = agg[agg["group"].isin(VTAB_GROUPS)]
+    if sub.empty:
+        return pd.DataFrame()
+    rows = []
+    for key, part in sub.groupby(["model", "weights_id", "method", "setting"], dropna=False, sort=False):
+        row = dict(zip(["model", "weights_id", "method", "setting"], key))
+        row["tasks"] = int(part["task"].nunique())
+        row["mean over tasks"] = part["mean"].mean()
+        groups = {g: part[part["group"] == g]["mean"].mean() for g in VTAB_GROUPS if (part["group"] == g).any()}
+        row.update({f"{g} ({int((part['group'] == g).sum())})": v for g, v in groups.items()})
+        row["mean of group means"] = sum(groups.values()) / len(groups) if groups else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def load_reference() -> pd.DataFrame:
+    return pd.read_csv(REFERENCE_CSV)
+
+
+def paper_comparison(agg: pd.DataFrame, reference: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Our numbers beside the paper's where model, pre-training data, task and method line up."""
+    ref = load_reference() if reference is None else reference
+    if agg.empty:
+        return pd.DataFrame()
+    ours = agg.copy()
+    ours["ref_method"] = [m if m != "fewshot" else f"fewshot:{int(s)}" for m, s in zip(ours["method"], ours["shots"].fillna(0))]
+    merged = ours.merge(
+        ref, left_on=["model", "pretrain", "task", "ref_method", "metric"],
+        right_on=["model", "pretrain", "task", "method", "metric"], suffixes=("", "_paper"),
+    )
+    if merged.empty:
+        return pd.DataFrame()
+    merged["ours (%)"] = [fmt(m, s, n) for m, s, n in zip(merged["mean"], merged["std"], merged["n"])]
+    merged["paper (%)"] = merged["value"].map(lambda v: f"{v:.2f}")
+    merged["delta"] = (merged["mean"] - merged["value"]).map(lambda v: f"{v:+.2f}")
+    return merged[["task", "model", "pretrain", "setting", "ours (%)", "paper (%)", "delta", "source"]]

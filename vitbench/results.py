@@ -1,0 +1,186 @@
+"""Results store: one JSON record per cell, written atomically, keyed by the cell's content hash.
+
+Layout: `<out>/<suite>/<task>/<method>/<cell key>.json`. A record is valid only if it parses and carries
+`schema_version`, `key` and `metrics`; a half-written temp file (`*.json.tmp-*`) is never read as a record.
+Resume = a valid record with the cell's key exists. Exercised by `vitbench run` (write, resume) and
+`vitbench report` (load). The schema is documented in README.md ("Result records").
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from vitbench import __version__
+from vitbench.cells import Cell, CellResult
+from vitbench.errors import VitbenchError
+
+SCHEMA_VERSION = 1
+REQUIRED_FIELDS = ("schema_version", "key", "metrics", "cell")
+
+
+def record_path(out_dir: Path, cell: Cell) -> Path:
+    return Path(out_dir) / _safe(cell.suite) / _safe(cell.task.name) / cell.method / f"{cell.key}.json"
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def ensure_writable(out_dir: Path) -> Path:
+    """Create `out_dir` if needed and prove we can write there; a one-line error otherwise."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=out_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise VitbenchError(f"output directory {str(out_dir)!r} is not writable ({reason}); pass --out DIR with a folder you can write")
+    return out_dir
+
+
+def atomic_write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write JSON to a temp file in the same folder, fsync, then rename over `path` (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=2, sort_keys=True, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The record at `path`, or None when it is missing, unparsable or lacks a required field."""
+    try:
+        rec = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(rec, dict) or any(k not in rec for k in REQUIRED_FIELDS):
+        return None
+    return rec
+
+
+def is_done(out_dir: Path, cell: Cell) -> bool:
+    rec = read_record(record_path(out_dir, cell))
+    return rec is not None and rec.get("key") == cell.key
+
+
+@lru_cache(maxsize=1)
+def environment() -> dict[str, Any]:
+    """Versions and hardware that could change a number (recorded, not part of the key)."""
+    import torch
+
+    versions = {"vitbench": __version__, "python": platform.python_version(), "torch": torch.__version__}
+    for mod in ("timm", "torchvision", "datasets", "numpy", "sklearn"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - an absent optional module is recorded as absent
+            versions[mod] = None
+    hardware = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    return {"versions": versions, "git_commit": _git_commit(), "hardware": hardware}
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5
+        )
+        if out.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5,
+        ).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def make_record(cell: Cell, result: CellResult, wall_time_s: float, device: str) -> dict[str, Any]:
+    """The JSON record of one finished cell (schema: README.md "Result records")."""
+    env = environment()
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "key": cell.key,
+        "suite": cell.suite,
+        "task": cell.task.name,
+        "group": cell.task.group,
+        "model": cell.model,
+        "weights_id": (result.provenance.get("weights") or {}).get("weights_id", cell.weights_id or cell.weights),
+        "weights_sha256": (result.provenance.get("weights") or {}).get("weights_sha256"),
+        "random_init": (result.provenance.get("weights") or {}).get("random_init"),
+        "method": cell.method,
+        "params": cell.params,
+        "seed": cell.seed,
+        "metrics": result.metrics,
+        "details": result.details,
+        "cell": cell.key_payload(),
+        "provenance": result.provenance,
+        "versions": env["versions"],
+        "git_commit": env["git_commit"],
+        "hardware": {**env["hardware"], "device": device},
+        "wall_time_s": round(wall_time_s, 3),
+        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_record(out_dir: Path, cell: Cell, record: dict[str, Any]) -> Path:
+    path = record_path(out_dir, cell)
+    atomic_write_json(path, record)
+    return path
+
+
+def iter_record_files(results_dir: Path):
+    for p in sorted(Path(results_dir).rglob("*.json")):
+        if ".tmp-" not in p.name:
+            yield p
+
+
+def load_records(results_dir: Path) -> list[dict[str, Any]]:
+    """All valid records under `results_dir` (invalid or partial files are skipped)."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise VitbenchError(f"results folder {str(results_dir)!r} does not exist; run `vitbench run` first or pass the folder that holds the records")
+    return [rec for p in iter_record_files(results_dir) if (rec := read_record(p)) is not None]
+
+
+def records_frame(records: list[dict[str, Any]]):
+    """A tidy pandas DataFrame, one row per record, with the metrics flattened into columns."""
+    import pandas as pd
+
+    rows = []
+    for rec in records:
+        row = {k: rec.get(k) for k in ("suite", "task", "group", "model", "weights_id", "random_init", "method", "seed", "key", "wall_time_s", "timestamp")}
+        params = rec.get("params") or {}
+        for k in ("shots", "l2", "l2_select", "steps", "lr", "batch_size"):
+            row[k] = params.get(k)
+        for k, v in (rec.get("metrics") or {}).items():
+            row[k] = v
+        row["record"] = rec
+        rows.append(row)
+    return pd.DataFrame(rows)

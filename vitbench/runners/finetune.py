@@ -1,0 +1,126 @@
+"""Fine-tuning runner: train a backbone with a new zero-initialised head on a task's train split, score test.
+
+Recipe (paper Table 4, §B.1.1): SGD momentum 0.9, no weight decay, global-norm clipping at 1, linear warm-up
+then cosine decay to 0, inception crop + horizontal flip for training, squash-resize for evaluation; the
+whole test split is scored (vit_jax drops the last partial batch; we do not). Exercised by
+`vitbench finetune` and `vitbench run --method finetune`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vitbench import finetune as recipe_math
+from vitbench.cells import Cell, CellResult, RunContext
+
+
+def _split_and_images(task, name, prep, ctx):
+    from vitbench.data import load_split
+    from vitbench.data.transforms import resized_images
+
+    split = load_split(task, name, data_root=ctx.data_root, skip_corrupt=ctx.skip_corrupt)
+    return split, resized_images(split, prep, cache_dir=ctx.cache_dir, progress=ctx.progress)
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, images: np.ndarray, prep, ctx: RunContext, desc: str = "eval") -> np.ndarray:
+    """Argmax class ids for uint8 NHWC `images`, in order, batch by batch."""
+    from vitbench.data.transforms import normalize
+
+    model.eval()
+    preds = []
+    n, bs = len(images), ctx.eval_batch_size
+    for start in range(0, n, bs):
+        batch = torch.from_numpy(np.array(images[start : start + bs])).to(ctx.device)
+        logits = model(normalize(batch, prep))
+        preds.append(logits.argmax(dim=1).cpu().numpy())
+        ctx.progress(desc, min(start + bs, n), n)
+    return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
+
+
+def score(preds: np.ndarray, split, metric: str) -> dict[str, float]:
+    """top-1 accuracy over the whole split, plus ReaL accuracy when the split carries ReaL label sets."""
+    out = {"top1": float((preds == split.labels).mean()) if len(preds) else float("nan")}
+    real_sets = getattr(split, "real_labels", None)
+    if real_sets is not None:
+        from vitbench.data.real import real_accuracy
+
+        out["real"] = float(real_accuracy(preds, real_sets))
+    if metric == "real" and "real" not in out:
+        out["real"] = float("nan")
+    return out
+
+
+def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
+    from vitbench.data.transforms import preprocessing_for, train_augment
+    from vitbench.models import create
+
+    recipe = recipe_math.FinetuneRecipe.from_params(cell.params)
+    task = cell.task
+    torch.manual_seed(cell.seed)
+    model = create(cell.model, weights=cell.weights, img_size=cell.img_size, num_classes=task.num_classes)
+    model.to(ctx.device)
+    prep = preprocessing_for(model.data_config, size=cell.img_size, resize="squash")
+    prep_train = dataclasses.replace(prep, train_crop=recipe.train_crop, hflip=recipe.hflip)
+
+    train_split, train_images = _split_and_images(task, task.train_split, prep, ctx)
+    test_split, test_images = _split_and_images(task, task.test_split, prep, ctx)
+
+    micro, n_micro = recipe_math.accumulation_steps(recipe.batch_size, recipe.micro_batch)
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    gen = torch.Generator().manual_seed(cell.seed)
+    labels = torch.from_numpy(np.asarray(train_split.labels, dtype=np.int64))
+    n_train = len(train_split)
+    order, cursor = torch.randperm(n_train, generator=gen), 0
+    log_every = max(1, recipe.steps // 20)
+    loss_curve, running = [], []
+    model.train()
+    for step in range(1, recipe.steps + 1):
+        lr = recipe_math.lr_at(step, recipe.lr, recipe.steps, recipe.warmup_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        for _ in range(n_micro):
+            if cursor + micro > n_train:  # reshuffle each epoch; batches never straddle epochs
+                order, cursor = torch.randperm(n_train, generator=gen), 0
+            idx = np.sort(order[cursor : cursor + micro].numpy())  # sorted reads are kinder to the memory map
+            cursor += micro
+            batch = torch.from_numpy(train_images[idx]).to(ctx.device)  # fancy indexing copies: writable
+            target = labels[idx].to(ctx.device)
+            x = train_augment(batch, prep_train, gen)
+            loss = F.cross_entropy(model(x), target) / n_micro
+            loss.backward()
+            running.append(loss.item() * n_micro)
+        if recipe.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        optimizer.step()
+        if step % log_every == 0 or step == recipe.steps:
+            loss_curve.append({"step": step, "lr": lr, "loss": float(np.mean(running))})
+            running = []
+        ctx.progress(f"finetune {task.name}", step, recipe.steps)
+
+    preds = predict(model, test_images, prep, ctx, desc=f"eval {task.name}")
+    metrics = score(preds, test_split, task.metric)
+    details = {
+        "recipe": recipe.to_dict(),
+        "micro_batch": micro,
+        "accumulation": n_micro,
+        "loss_curve": loss_curve,
+        "final_train_loss": loss_curve[-1]["loss"] if loss_curve else None,
+        "n_train": n_train,
+        "n_test": len(test_split),
+        "epochs": recipe.steps * recipe.batch_size / max(n_train, 1),
+    }
+    provenance = {
+        "weights": getattr(model, "weights_info", {}),
+        "preprocessing": {"eval": prep.to_dict(), "train": prep_train.to_dict(), "note": "train augmentation is applied to the decoded, resized cache"},
+        "train": train_split.provenance,
+        "test": test_split.provenance,
+        "train_fingerprint": train_split.fingerprint,
+        "test_fingerprint": test_split.fingerprint,
+    }
+    return CellResult(metrics=metrics, details=details, provenance=provenance)
