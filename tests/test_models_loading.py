@@ -49,11 +49,15 @@ def test_safetensors_file_gives_timm_pre_logits(tmp_path, name, arch, size):
     src = _random_timm(arch, num_classes=21843 if name != "vit_b16" else 0, **kwargs)
     path = tmp_path / f"{name}.safetensors"
     save_file(src.state_dict(), str(path))
-    model = create(name, weights=str(path), img_size=size)
+    model = create(name, weights=str(path), img_size=size, num_classes=3)
     x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         ours = model.forward_features(x)
+        assert torch.count_nonzero(model.head(ours)) == 0  # zero head on every family
     assert (ours - _timm_pre_logits(src, x)).abs().max().item() < 1e-5
+    assert model.num_features == src.num_features
+    assert (info_pos := model.weights_info["pos_embed_interpolation"]) == (
+        None if name.startswith("bit") else "bilinear_align_corners"), info_pos
     info = model.weights_info
     assert info["weights_id"] == resolve_weights_id(name, str(path)) and info["weights_id"].startswith("file:")
     assert info["random_init"] is False and info["source"] == str(path.resolve())
@@ -203,8 +207,25 @@ def test_torchvision_passthrough_with_local_weights(tmp_path):
         assert (model.forward_features(x) - src(x)).abs().max().item() < 1e-5
         assert torch.count_nonzero(model(x)) == 0
     assert model.num_features == 512 and model.weights_info["weights_id"].startswith("file:")
-    rnd = create("torchvision:vit_b_16", weights="none", img_size=32)
-    assert rnd.forward_features(torch.randn(1, 3, 32, 32)).shape == (1, 768)
+    small = create("torchvision:mobilenet_v3_small", weights="none")  # classifier is a Sequential
+    torch.backends.mkldnn.enabled = True  # depthwise convs need oneDNN to be fast (the fixture restores it)
+    with torch.no_grad():
+        assert small.forward_features(torch.randn(1, 3, 32, 32)).shape == (1, small.num_features)
+    torch.backends.mkldnn.enabled = False
+
+
+def test_torchvision_vit_classifier_removal_gives_class_token():
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    from vitbench.models.tvnets import _strip_classifier
+
+    tv = VisionTransformer(image_size=32, patch_size=16, num_layers=2, num_heads=3, hidden_dim=192,
+                           mlp_dim=768, representation_size=64).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        tokens = tv.encoder(torch.cat([tv.class_token.expand(2, -1, -1), tv._process_input(x)], dim=1))
+        assert _strip_classifier(tv) == ("heads", 192)  # pre_logits (representation) layer dropped too
+        assert torch.allclose(tv(x), tokens[:, 0])
 
 
 def test_timm_passthrough_random():
@@ -292,3 +313,34 @@ def test_default_weights_load_from_the_local_hub_cache(tmp_path, monkeypatch):
     expected = resample_pos_embed(src.pos_embed.detach(), (2, 2))
     assert torch.equal(model.trunk.pos_embed.detach(), expected)
     assert torch.equal(model.trunk.blocks[3].attn.qkv.weight, src.blocks[3].attn.qkv.weight)
+
+
+def _timm_bit_to_npz(sd: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Export a timm ResNetV2 (BiT) state dict under big_transfer's npz names (inverse of timm's loader)."""
+    def arr(t):
+        a = t.detach().numpy()
+        return a.transpose(2, 3, 1, 0) if a.ndim == 4 else a  # OIHW -> HWIO
+
+    names = {"conv1.weight": "a/standardized_conv2d/kernel", "conv2.weight": "b/standardized_conv2d/kernel",
+             "conv3.weight": "c/standardized_conv2d/kernel", "downsample.conv.weight": "a/proj/standardized_conv2d/kernel"}
+    for n, unit in ((1, "a"), (2, "b"), (3, "c")):
+        names[f"norm{n}.weight"], names[f"norm{n}.bias"] = f"{unit}/group_norm/gamma", f"{unit}/group_norm/beta"
+    out = {"resnet/root_block/standardized_conv2d/kernel": arr(sd["stem.conv.weight"]),
+           "resnet/group_norm/gamma": arr(sd["norm.weight"]), "resnet/group_norm/beta": arr(sd["norm.bias"]),
+           "resnet/head/conv2d/kernel": np.zeros((1, 1, 2048, 10), np.float32),
+           "resnet/head/conv2d/bias": np.zeros(10, np.float32)}
+    for key, value in sd.items():
+        if key.startswith("stages."):
+            _, i, _, j, rest = key.split(".", 4)
+            out[f"resnet/block{int(i) + 1}/unit{int(j) + 1:02d}/{names[rest]}"] = arr(value)
+    return out
+
+
+def test_bit_npz_loads_through_timms_loader(tmp_path):
+    src = _random_timm("resnetv2_50x1_bit", num_classes=0)
+    np.savez(tmp_path / "BiT-M-R50x1.npz", **_timm_bit_to_npz(src.state_dict()))
+    model = create("bit_r50x1", weights=tmp_path / "BiT-M-R50x1.npz", img_size=32)
+    # identical weights tensor by tensor (hash over names, shapes and bytes): outputs are then timm's own
+    assert model.weights_info["weights_sha256"] == state_dict_sha256(src.state_dict())
+    with pytest.raises(VitbenchError, match="BiT .*checkpoint but model 'vit_ti16' is not"):
+        create("vit_ti16", weights=tmp_path / "BiT-M-R50x1.npz", img_size=32)

@@ -117,10 +117,7 @@ def _execute(
     written = _run_with_progress(the_plan.todo, out_dir, ctx)
     keys = {c.key for c in the_plan.cells}
     records = [r for r in results.load_records(out_dir) if r["key"] in keys]
-    from vitbench.report import summary_table
-
-    table = summary_table(records)
-    _print_frame(table, title=f"{suite.name}: results (mean ± std over seeds)")
+    _print_summary(records, suite.name)
     out.print(f"records: {len(written)} written, {len(the_plan.done)} reused under {out_dir}/{suite.name}/")
     for _, _, path in written[:10]:
         out.print(f"  {path}")
@@ -131,6 +128,17 @@ def _execute(
 
         paths = build_report(records, DEFAULT_REPORTS / suite.name, title=f"vitbench: {suite.name}")
         out.print(f"report: {paths['html']}  (CSV: {paths['csv']})")
+
+
+def _print_summary(records: list[dict[str, Any]], name: str) -> None:
+    from vitbench.report import summary_table
+
+    fewshot = [r for r in records if r.get("method") == "fewshot"]
+    if fewshot:
+        from vitbench.runners.fewshot import fewshot_table, summarize_fewshot
+
+        _print_frame(fewshot_table(summarize_fewshot(fewshot)), title=f"{name}: few-shot accuracy (%), mean ± std over seeds")
+    _print_frame(summary_table(records), title=f"{name}: results (mean ± std over seeds)")
 
 
 def _run_with_progress(todo, out_dir: Path, ctx) -> list:
@@ -186,8 +194,16 @@ def _print_frame(frame, title: str) -> None:
     for col in frame.columns:
         table.add_column(str(col))
     for _, row in frame.iterrows():
-        table.add_row(*["" if v is None else str(v) for v in row.tolist()])
+        table.add_row(*[_cell_text(v) for v in row.tolist()])
     out.print(table)
+
+
+def _cell_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:.4g}"
+    return str(value)
 
 
 def _fewshot_overrides(shots, seeds, l2, l2_select, precision, img_size) -> dict[str, Any]:
@@ -320,14 +336,14 @@ def report(
 ) -> None:
     """Build the HTML + CSV report (tables beside the paper's numbers, data-requirement plots)."""
     from vitbench import results
-    from vitbench.report import build_report, summary_table
+    from vitbench.report import build_report
 
     records = results.load_records(results_dir)
     if not records:
         raise VitbenchError(f"no result records in {str(results_dir)!r}; run `vitbench run --suite smoke` first or pass the folder holding *.json records")
     target = output or DEFAULT_REPORTS / (results_dir.resolve().name or "report")
     paths = build_report(records, target, title=title or f"vitbench report: {results_dir}")
-    _print_frame(summary_table(records), title="results (mean ± std over seeds)")
+    _print_summary(records, "report")
     out.print(f"report: {paths['html']}  (CSV: {paths['csv']})")
 
 
@@ -367,7 +383,8 @@ def ls(
         table = models_table().reset_index()
         cols = ["name", "family", "patch_size", "layers", "hidden_size", "mlp_size", "heads", "params_backbone_m",
                 "pretrain_data", "native_resolution", "default_weights", "other_tags"]
-        _print_frame(table[[c for c in cols if c in table.columns]].fillna(""),
+        shown = table[[c for c in cols if c in table.columns]].astype(object)
+        _print_frame(shown.where(shown.notna(), ""),
                      title="models (`name` or `name.tag`; also timm:<name>, torchvision:<name>, --weights PATH)")
     else:
         raise VitbenchError(f"`vitbench ls {what}`: choose suites, tasks or models")

@@ -115,8 +115,10 @@ def lsr_factorize(
 ) -> LsrFactors:
     """Standardise, append the bias feature, and eigendecompose the Gram matrix (primal) or kernel (dual)."""
     dtype = _dtype(precision)
-    x = torch.as_tensor(np.asarray(x_train), device=device).to(dtype)
-    y = torch.as_tensor(np.asarray(y_train, dtype=np.int64), device=device)
+    x = x_train if isinstance(x_train, torch.Tensor) else torch.from_numpy(np.array(x_train))  # copy: memmaps
+    x = x.to(device=device, dtype=dtype)
+    y = torch.as_tensor(np.asarray(y_train.cpu() if isinstance(y_train, torch.Tensor) else y_train, dtype=np.int64),
+                        device=device)
     if x.ndim != 2 or len(x) != len(y) or len(x) == 0:
         raise VitbenchError(f"few-shot solve needs features [N, D] and N labels, got {tuple(x.shape)} and {len(y)}")
     mean = x.mean(0)

@@ -107,6 +107,8 @@ def _validate(params: dict[str, Any], method: str, where: str) -> None:
                 raise VitbenchError(f"{where}: finetune {name} must be a positive integer, got {params[name]!r}")
         if not (isinstance(params["lr"], (int, float)) and params["lr"] > 0):
             raise VitbenchError(f"{where}: finetune lr must be a positive number, got {params['lr']!r}")
+        if params["train_crop"] not in ("inception", "none") or not isinstance(params["hflip"], bool):
+            raise VitbenchError(f"{where}: finetune train_crop must be 'inception' or 'none' and hflip true/false")
         if not isinstance(params["warmup_steps"], int) or not 0 <= params["warmup_steps"] < params["steps"]:
             raise VitbenchError(
                 f"{where}: finetune warmup_steps must be in [0, steps) (got {params['warmup_steps']!r} with steps={params['steps']}); "

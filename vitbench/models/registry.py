@@ -112,7 +112,8 @@ def models_table():
         row["params_backbone_m"] = round(row.pop("params_backbone") / 1e6, 2)
         row["pretrain_images"] = m.pretrain_images
         row["default_weights"] = m.default_weights
-        row["other_tags"] = ", ".join(available_tags(m.name)[:6])
+        others = [t for t in available_tags(m.name) if t != m.default_tag]
+        row["other_tags"] = ", ".join(list(m.torchvision_tags) + [t for t in others if not t.startswith("tv_")])
         rows.append(row)
     return pd.DataFrame(rows).set_index("name")
 

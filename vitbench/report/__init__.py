@@ -23,9 +23,11 @@ def _l2_choice(records: list[dict[str, Any]]) -> dict | None:
     modes = {(r.get("params") or {}).get("l2_select") for r in records if r.get("method") == "fewshot"}
     if not modes & {"mean-rank", "leave-self-out"}:
         return None
-    from vitbench.fewshot import choose_l2_across_tasks
+    from vitbench.runners.fewshot import summarize_fewshot
 
-    return choose_l2_across_tasks(records)
+    chosen = summarize_fewshot(records)
+    chosen = chosen[chosen["l2_select"].isin(["mean-rank", "leave-self-out"])]
+    return {(r.model, r.weights_id, r.task, int(r.shots)): float(r.l2) for r in chosen.itertuples()}
 
 
 def build_report(records: list[dict[str, Any]], out_dir: Path, title: str = "vitbench report") -> dict[str, Path]:

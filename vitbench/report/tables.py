@@ -46,8 +46,8 @@ def tidy(records: list[dict[str, Any]], l2_choice: dict | None = None) -> pd.Dat
         metrics = rec.get("metrics") or {}
         value = metrics.get(metric, metrics.get("top1"))
         chosen = None
-        if l2_choice and rec.get("method") == "fewshot":
-            key = (rec.get("model"), rec.get("weights_id"), rec.get("task"), (rec.get("params") or {}).get("shots"))
+        if l2_choice and rec.get("method") == "fewshot" and (rec.get("params") or {}).get("l2_select") in ("mean-rank", "leave-self-out"):
+            key = (rec.get("model"), rec.get("weights_id"), rec.get("task"), int((rec.get("params") or {}).get("shots")))
             chosen = l2_choice.get(key)
             per_l2 = (rec.get("details") or {}).get("acc_per_l2") or {}
             if chosen is not None:

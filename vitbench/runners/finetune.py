@@ -9,6 +9,7 @@ whole test split is scored (vit_jax drops the last partial batch; we do not). Ex
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,7 +24,8 @@ def _split_and_images(task, name, prep, ctx):
     from vitbench.data.transforms import resized_images
 
     split = load_split(task, name, data_root=ctx.data_root, skip_corrupt=ctx.skip_corrupt)
-    return split, resized_images(split, prep, cache_dir=ctx.cache_dir, progress=ctx.progress)
+    images_dir = None if ctx.cache_dir is None else Path(ctx.cache_dir) / "images"  # same layout as few-shot
+    return split, resized_images(split, prep, cache_dir=images_dir, progress=ctx.progress)
 
 
 @torch.inference_mode()
