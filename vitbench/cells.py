@@ -33,6 +33,7 @@ class Cell:
     seed: int = 0
     img_size: int | None = None
     weights_id: str = ""  # resolved, e.g. "timm/vit_base_patch16_224.orig_in21k" or "file:<sha256>"
+    pos_interp: str = "bilinear"  # position-embedding resize at a non-native img_size (bilinear = Google's)
 
     def key_payload(self) -> dict[str, Any]:
         """Everything that changes the number; its hash is the record key."""
@@ -45,6 +46,7 @@ class Cell:
             "params": self.params,
             "seed": self.seed,
             "img_size": self.img_size,
+            "pos_interp": self.pos_interp,
         }
 
     @property

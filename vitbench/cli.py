@@ -46,6 +46,7 @@ DataRootOpt = Annotated[Optional[Path], typer.Option("--data-root", help="Prepar
 CacheOpt = Annotated[Optional[Path], typer.Option("--cache-dir", help="Feature / decoded-image cache folder (env VITBENCH_CACHE_DIR).")]
 ImgOpt = Annotated[Optional[int], typer.Option("--img-size", help="Input resolution (ViT position embeddings are interpolated).")]
 SeedsOpt = Annotated[Optional[str], typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2.")]
+PosInterpOpt = Annotated[Optional[str], typer.Option("--pos-interp", help="Position-embedding resize at a non-native --img-size: bilinear (Google's, default) or bicubic (timm's).")]
 ReportOpt = Annotated[bool, typer.Option("--report/--no-report", help="Write the HTML + CSV report when done.")]
 
 
@@ -90,6 +91,7 @@ def _execute(
     cache_dir: Path | None,
     overrides: dict[str, dict[str, Any]],
     report: bool,
+    pos_interp: str | None = None,
     default_model: str = "vit_b16",
 ) -> None:
     from vitbench import planner, results
@@ -100,7 +102,8 @@ def _execute(
     models = _csv(model) or [suite.defaults.get("model", default_model)]
     weights = weights or suite.defaults.get("weights", "default")
     methods = [m for m in methods if m in suite.defaults.get("methods", methods)] or methods
-    cells = planner.expand(suite, models, methods, weights=weights, tasks=_csv(tasks), overrides=overrides)
+    pos_interp = pos_interp or suite.defaults.get("pos_interp", "bilinear")
+    cells = planner.expand(suite, models, methods, weights=weights, tasks=_csv(tasks), overrides=overrides, pos_interp=pos_interp)
     the_plan = planner.plan(cells, out_dir, force=force, shard=planner.parse_shard(shard))
     out.print(
         f"[bold]{suite.name}[/]: {len(the_plan.cells)} cells "
@@ -243,6 +246,7 @@ def run(
     steps: Annotated[Optional[int], typer.Option("--steps", help="Fine-tuning steps.")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Fine-tuning base learning rate.")] = None,
     report: ReportOpt = True,
+    pos_interp: PosInterpOpt = None,
 ) -> None:
     """Run a suite: every task x model x method x params x seed; finished cells are skipped (resume)."""
     if method not in ("fewshot", "finetune", "all"):
@@ -252,7 +256,7 @@ def run(
         "fewshot": _fewshot_overrides(shots, seeds, None, None, None, img_size),
         "finetune": {"steps": _pos_int(steps, "steps"), "lr": _positive(lr, "lr"), "seeds": _int_list(seeds, "seeds", 0), "img_size": img_size},
     }
-    _execute(_suite_or_fail(suite), model, weights, methods, tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, overrides, report)
+    _execute(_suite_or_fail(suite), model, weights, methods, tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, overrides, report, pos_interp)
 
 
 def _pos_int(value: int | None, name: str) -> int | None:
@@ -288,11 +292,12 @@ def fewshot(
     data_root: DataRootOpt = None,
     cache_dir: CacheOpt = None,
     img_size: ImgOpt = None,
+    pos_interp: PosInterpOpt = None,
     report: ReportOpt = True,
 ) -> None:
     """Few-shot linear evaluation: closed-form ridge on frozen pre-logits to {-1,1}^K targets (big_vision)."""
     overrides = {"fewshot": _fewshot_overrides(shots, seeds, l2, l2_select, precision, img_size)}
-    _execute(suite, model, weights, ["fewshot"], tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, overrides, report)
+    _execute(suite, model, weights, ["fewshot"], tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, overrides, report, pos_interp)
 
 
 @app.command()
@@ -315,6 +320,7 @@ def finetune(
     data_root: DataRootOpt = None,
     cache_dir: CacheOpt = None,
     img_size: ImgOpt = None,
+    pos_interp: PosInterpOpt = None,
     report: ReportOpt = True,
 ) -> None:
     """Full fine-tuning with a new zero-initialised head (paper recipe: SGD 0.9, cosine, clip 1)."""
@@ -325,7 +331,7 @@ def finetune(
             "seeds": _int_list(seeds, "seeds", 0), "img_size": img_size,
         }
     }
-    _execute(suite, model, weights, ["finetune"], tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, overrides, report)
+    _execute(suite, model, weights, ["finetune"], tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, overrides, report, pos_interp)
 
 
 @app.command()

@@ -47,6 +47,7 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
     "img_size": 384,
     "micro_batch": None,
 }
+POS_INTERP = ("bilinear", "bicubic")  # bilinear align-corners = Google's resize; bicubic = timm / torchvision
 L2_SELECT_MODES = ("fixed", "mean-rank", "leave-self-out", "cv")
 # Parameters that do not change the number (execution details) stay out of the cell key.
 NOT_IN_KEY = {"seeds", "img_size", "micro_batch"}
@@ -130,9 +131,12 @@ def expand(
     weights: str = "default",
     tasks: list[str] | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
+    pos_interp: str = "bilinear",
 ) -> list[Cell]:
     """Cells for task x model x method x params x seed, in a stable order."""
     overrides = overrides or {}
+    if pos_interp not in POS_INTERP:
+        raise VitbenchError(f"position-embedding interpolation must be one of {list(POS_INTERP)}, got {pos_interp!r}")
     methods = list(methods)
     for m in methods:
         if m not in METHODS:
@@ -157,6 +161,7 @@ def expand(
                             Cell(
                                 suite=suite.name, task=task, model=model, weights=weights, method=method,
                                 params=variant, seed=seed, img_size=params.get("img_size"), weights_id=weights_id,
+                                pos_interp=pos_interp,
                             )
                         )
     return cells

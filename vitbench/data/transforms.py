@@ -122,26 +122,28 @@ def _as_float_nchw(batch_uint8_nhwc) -> torch.Tensor:
     """uint8 NHWC -> float NCHW in [0, 1] (one strided copy into a contiguous float buffer)."""
     x = _as_uint8_nhwc(batch_uint8_nhwc)
     b, h, w, _ = x.shape
-    out = torch.empty((b, 3, h, w), dtype=torch.float32)
+    out = torch.empty((b, 3, h, w), dtype=torch.float32, device=x.device)
     out.copy_(x.permute(0, 3, 1, 2))
     return out.mul_(1.0 / 255.0)
 
 
 def _normalize_float(x: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
-    mean = torch.tensor(prep.mean, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(prep.std, dtype=x.dtype).view(1, 3, 1, 1)
+    mean = torch.tensor(prep.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(prep.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return x.sub_(mean).div_(std)
 
 
 def normalize(batch_uint8_nhwc: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
-    """uint8 [B, H, W, 3] -> float [B, 3, H, W]: (x / 255 - mean) / std, computed as one fused scale and shift."""
+    """uint8 [B, H, W, 3] -> float [B, 3, H, W]: (x / 255 - mean) / std, computed as one fused scale and shift.
+
+    Runs on the batch's device: move the uint8 batch to the GPU first (4x fewer bytes than float input)."""
     x = _as_uint8_nhwc(batch_uint8_nhwc)
     b, h, w, _ = x.shape
-    out = torch.empty((b, 3, h, w), dtype=torch.float32)
+    out = torch.empty((b, 3, h, w), dtype=torch.float32, device=x.device)
     out.copy_(x.permute(0, 3, 1, 2))
-    std = torch.tensor(prep.std, dtype=torch.float32)
+    std = torch.tensor(prep.std, dtype=torch.float32, device=x.device)
     scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1)
-    shift = (-torch.tensor(prep.mean, dtype=torch.float32) / std).view(1, 3, 1, 1)
+    shift = (-torch.tensor(prep.mean, dtype=torch.float32, device=x.device) / std).view(1, 3, 1, 1)
     return out.mul_(scale).add_(shift)
 
 
@@ -176,7 +178,7 @@ def train_augment(batch_uint8_nhwc: torch.Tensor, prep: Preprocessing, generator
     x = _as_float_nchw(batch_uint8_nhwc)
     b, _, height, width = x.shape
     s = prep.size
-    out = torch.empty((b, 3, s, s), dtype=x.dtype)
+    out = torch.empty((b, 3, s, s), dtype=x.dtype, device=x.device)
     for i in range(b):
         if prep.train_crop == "inception":
             top, left, h, w = inception_crop_box(height, width, prep, generator)

@@ -91,6 +91,7 @@ def summary_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     agg = aggregate(tidy(records))
     if agg.empty:
         return agg
+    agg = agg.sort_values(["suite", "task", "model", "weights_id", "method", "shots", "setting"], na_position="last", kind="stable")
     out = agg.assign(**{"result (%)": [fmt(m, s, n) for m, s, n in zip(agg["mean"], agg["std"], agg["n"])]})
     out["weights"] = [w if p != "random-init" else f"{w} (random-init)" for w, p in zip(out["weights_id"], out["pretrain"])]
     return out[["task", "group", "model", "weights", "method", "setting", "metric", "result (%)", "n"]].rename(columns={"n": "seeds"})

@@ -27,7 +27,7 @@ def l2_key(l2: float) -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def _model(name: str, weights: str, img_size: int | None):
+def _model(name: str, weights: str, img_size: int | None, pos_interp: str = "bilinear"):
     """The backbone, kept across consecutive cells of one sweep (they share a model).
 
     Random init (`weights="none"`) is drawn under a fixed torch seed, so a rerun gets the same weights hash
@@ -39,7 +39,7 @@ def _model(name: str, weights: str, img_size: int | None):
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return models.create(name, weights=weights, img_size=img_size)
+        return models.create(name, weights=weights, img_size=img_size, pos_interp=pos_interp)
 
 
 @functools.lru_cache(maxsize=4)
@@ -83,7 +83,7 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    model = _model(cell.model, cell.weights, cell.img_size)
+    model = _model(cell.model, cell.weights, cell.img_size, cell.pos_interp)
     prep = preprocessing_for(model.data_config, size=cell.img_size)
     train = _split(task, task.train_split, ctx.data_root, ctx.skip_corrupt)
     test = _split(task, task.test_split, ctx.data_root, ctx.skip_corrupt)

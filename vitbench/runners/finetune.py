@@ -64,7 +64,7 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
     recipe = recipe_math.FinetuneRecipe.from_params(cell.params)
     task = cell.task
     torch.manual_seed(cell.seed)
-    model = create(cell.model, weights=cell.weights, img_size=cell.img_size, num_classes=task.num_classes)
+    model = create(cell.model, weights=cell.weights, img_size=cell.img_size, num_classes=task.num_classes, pos_interp=cell.pos_interp)
     model.to(ctx.device)
     prep = preprocessing_for(model.data_config, size=cell.img_size, resize="squash")
     prep_train = dataclasses.replace(prep, train_crop=recipe.train_crop, hflip=recipe.hflip)
