@@ -17,3 +17,14 @@ def _isolated_cache(tmp_path_factory):
 
     torch.set_num_threads(2)
     yield cache
+
+
+@pytest.fixture(scope="module")
+def plain_cpu_convs():
+    """oneDNN's per-shape primitive setup costs seconds for tiny conv inputs (BiT tests); plain convs are faster."""
+    import torch
+
+    old = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    yield
+    torch.backends.mkldnn.enabled = old

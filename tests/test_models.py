@@ -18,13 +18,7 @@ PAPER_NAMES = ["vit_ti16", "vit_s16", "vit_b16", "vit_b32", "vit_l16", "vit_l32"
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _plain_cpu_convs():
-    """oneDNN's per-shape primitive setup costs seconds for the tiny BiT inputs used here; plain convs are faster."""
-    old = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
-    yield
-    torch.backends.mkldnn.enabled = old
+pytestmark = pytest.mark.usefixtures("plain_cpu_convs")
 
 @functools.lru_cache(maxsize=None)
 def _meta_model_stats(arch: str, num_classes: int = 0) -> tuple[int, int]:

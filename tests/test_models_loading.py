@@ -18,13 +18,7 @@ from vitbench.models.checkpoints import torchvision_vit_to_timm
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _plain_cpu_convs():
-    """oneDNN's per-shape primitive setup costs seconds for the tiny BiT inputs used here; plain convs are faster."""
-    old = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
-    yield
-    torch.backends.mkldnn.enabled = old
+pytestmark = pytest.mark.usefixtures("plain_cpu_convs")
 
 def _random_timm(arch: str, **kwargs):
     """A timm model with random weights, built on meta and filled with normal noise (timm's own init is slow)."""

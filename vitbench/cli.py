@@ -420,27 +420,45 @@ def _mount_subapps() -> None:
 _mount_subapps()
 
 
+def _parser_exceptions() -> tuple[tuple, tuple, tuple]:
+    """(abort, exit, usage-error) exception types of the installed typer (which may or may not vendor click)."""
+    aborts: list = [KeyboardInterrupt]
+    exits: list = []
+    usage: list = []
+    try:  # typer >= 0.20 vendors click and raises its own exception types
+        from typer.exceptions import Abort, Exit, TyperException
+
+        aborts.append(Abort), exits.append(Exit), usage.append(TyperException)
+    except ImportError:
+        pass
+    try:
+        import click
+
+        aborts.append(click.exceptions.Abort), exits.append(click.exceptions.Exit), usage.append(click.exceptions.ClickException)
+    except ImportError:
+        pass
+    return tuple(aborts), tuple(exits), tuple(usage)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors become one line on stderr and exit code 2; never a traceback."""
-    from typer.exceptions import Abort, Exit, TyperException
-
+    aborts, exits, usage = _parser_exceptions()
     try:
         app(args=argv, standalone_mode=False)
     except VitbenchError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True, markup=True)
         return exc.exit_code
-    except (Abort, KeyboardInterrupt):
+    except aborts:
         err.print("interrupted; records already written are kept")
         return 130
-    except Exit as exc:
+    except exits as exc:
         return int(getattr(exc, "exit_code", 0) or 0)
-    except TyperException as exc:  # usage errors from the argument parser
-        if type(exc).__name__ == "NoArgsIsHelpError":
-            out.print(exc.format_message() if hasattr(exc, "format_message") else str(exc), highlight=False, markup=False)
-            return 0
+    except usage as exc:  # usage errors from the argument parser
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-        message = " ".join(str(message).split())
-        err.print(f"error: {message} (see `vitbench --help`)", highlight=False, soft_wrap=True, markup=False)
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            out.print(message, highlight=False, markup=False)
+            return 0
+        err.print(f"error: {' '.join(str(message).split())} (see `vitbench --help`)", highlight=False, soft_wrap=True, markup=False)
         return 2
     return 0
 

@@ -107,15 +107,25 @@ def vtab_means(agg: pd.DataFrame) -> pd.DataFrame:
     if sub.empty:
         return pd.DataFrame()
     rows = []
-    for key, part in sub.groupby(["model", "weights_id", "method", "setting"], dropna=False, sort=False):
-        row = dict(zip(["model", "weights_id", "method", "setting"], key))
+    for key, part in sub.groupby(["model", "weights_id", "pretrain", "method", "setting"], dropna=False, sort=False):
+        row = dict(zip(["model", "weights_id", "pretrain", "method", "setting"], key))
         row["tasks"] = int(part["task"].nunique())
         row["mean over tasks"] = part["mean"].mean()
         groups = {g: part[part["group"] == g]["mean"].mean() for g in VTAB_GROUPS if (part["group"] == g).any()}
         row.update({f"{g} ({int((part['group'] == g).sum())})": v for g, v in groups.items()})
         row["mean of group means"] = sum(groups.values()) / len(groups) if groups else float("nan")
+        row["paper (mean over 19 tasks)"] = _paper_vtab_mean(row["model"], row["pretrain"], row["method"])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _paper_vtab_mean(model: str, pretrain: str, method: str) -> float | None:
+    """The paper's Table 2 VTAB (19 tasks) number for this model and pre-training data, if it has one."""
+    if method != "finetune":
+        return None
+    ref = load_reference()
+    hit = ref[(ref["task"] == "vtab_mean") & (ref["model"] == model) & (ref["pretrain"] == pretrain)]
+    return float(hit["value"].iloc[0]) if len(hit) else None
 
 
 def load_reference() -> pd.DataFrame:

@@ -1,0 +1,57 @@
+"""Planner: suite -> cells, parameter layering, resume split, --shard partitioning."""
+
+import pytest
+
+from vitbench import planner
+from vitbench.errors import VitbenchError
+from vitbench.suites import load_suite
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    return load_suite("smoke")
+
+
+def test_expand_cells_task_model_method_params_seed(smoke):
+    cells = planner.expand(smoke, ["vit_ti16"], ["fewshot", "finetune"], weights="none")
+    fewshot = [c for c in cells if c.method == "fewshot"]
+    assert len(fewshot) == 4 * 3 and len(cells) == 13  # shots x seeds + one fine-tune seed
+    assert {c.params["shots"] for c in fewshot} == {1, 5, 10, 25} and {c.seed for c in fewshot} == {0, 1, 2}
+    assert all(c.params["l2_grid"] == [] and c.params["l2"] == 1024.0 for c in fewshot)  # fixed l2: only it is solved
+    assert all("seeds" not in c.params and c.img_size == 32 for c in cells)
+    assert len({c.key for c in cells}) == len(cells)
+    ft = next(c for c in cells if c.method == "finetune")
+    assert ft.params["train_crop"] == "none" and ft.params["grad_clip"] == 1.0 and ft.params["momentum"] == 0.9
+
+
+def test_l2_grid_kept_when_selected_across_tasks(smoke):
+    cells = planner.expand(smoke, ["vit_ti16"], ["fewshot"], weights="none", overrides={"fewshot": {"l2_select": "mean-rank", "shots": [5], "seeds": [0]}})
+    assert len(cells) == 1 and len(cells[0].params["l2_grid"]) == 30 and cells[0].params["l2_grid"][0] == 2.0**-10
+
+
+def test_pos_interp_is_part_of_the_key(smoke):
+    a = planner.expand(smoke, ["vit_ti16"], ["fewshot"], weights="none")[0]
+    b = planner.expand(smoke, ["vit_ti16"], ["fewshot"], weights="none", pos_interp="bicubic")[0]
+    assert a.key != b.key
+    with pytest.raises(VitbenchError, match="interpolation"):
+        planner.expand(smoke, ["vit_ti16"], ["fewshot"], weights="none", pos_interp="nearest")
+
+
+def test_shards_partition_the_plan(smoke, tmp_path):
+    cells = planner.expand(smoke, ["vit_ti16"], ["fewshot", "finetune"], weights="none")
+    parts = [planner.plan(cells, tmp_path, shard=(i, 3)).cells for i in (1, 2, 3)]
+    keys = [c.key for part in parts for c in part]
+    assert sorted(keys) == sorted(c.key for c in cells) and len(set(keys)) == len(keys)
+
+
+@pytest.mark.parametrize("text", ["0/2", "3/2", "a/b", "1-2"])
+def test_bad_shard(text):
+    with pytest.raises(VitbenchError, match="shard"):
+        planner.parse_shard(text)
+
+
+def test_unknown_method_and_model(smoke):
+    with pytest.raises(VitbenchError, match="unknown method"):
+        planner.expand(smoke, ["vit_ti16"], ["linear"], weights="none")
+    with pytest.raises(VitbenchError, match="unknown model 'vit_x16'"):
+        planner.expand(smoke, ["vit_x16"], ["fewshot"], weights="none")
