@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from vitbench.commands.console import err, out, print_frame, print_plan, print_summary, run_with_progress
 from vitbench.errors import VitbenchError
 
 app = typer.Typer(
@@ -25,9 +25,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-# Wide enough not to elide table columns when output goes to a file or pipe (rich assumes 80 columns there).
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 DEFAULT_OUT = Path("results")
 DEFAULT_REPORTS = Path("reports")
@@ -110,17 +107,17 @@ def _execute(
         f"({len(the_plan.todo)} to run, {len(the_plan.done)} already done) -> {out_dir}"
     )
     if dry_run:
-        _print_plan(the_plan)
+        print_plan(the_plan)
         return
     if the_plan.todo:
         results.ensure_writable(out_dir)
     if cache_dir:
         os.environ["VITBENCH_CACHE_DIR"] = str(cache_dir)
     ctx = RunContext(data_root=data_root, cache_dir=cache_dir, device=_device(device))
-    written = _run_with_progress(the_plan.todo, out_dir, ctx)
+    written = run_with_progress(the_plan.todo, out_dir, ctx)
     keys = {c.key for c in the_plan.cells}
     records = [r for r in results.load_records(out_dir) if r["key"] in keys]
-    _print_summary(records, suite.name)
+    print_summary(records, suite.name)
     out.print(f"records: {len(written)} written, {len(the_plan.done)} reused under {out_dir}/{suite.name}/")
     for _, _, path in written[:10]:
         out.print(f"  {path}")
@@ -131,82 +128,6 @@ def _execute(
 
         paths = build_report(records, DEFAULT_REPORTS / suite.name, title=f"vitbench: {suite.name}")
         out.print(f"report: {paths['html']}  (CSV: {paths['csv']})")
-
-
-def _print_summary(records: list[dict[str, Any]], name: str) -> None:
-    from vitbench.report import summary_table
-
-    fewshot = [r for r in records if r.get("method") == "fewshot"]
-    if fewshot:
-        from vitbench.runners.fewshot import fewshot_table, summarize_fewshot
-
-        _print_frame(fewshot_table(summarize_fewshot(fewshot)), title=f"{name}: few-shot accuracy (%), mean ± std over seeds")
-    _print_frame(summary_table(records), title=f"{name}: results (mean ± std over seeds)")
-
-
-def _run_with_progress(todo, out_dir: Path, ctx) -> list:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from vitbench import planner
-
-    if not todo:
-        return []
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err, transient=False, disable=not err.is_terminal and os.environ.get("VITBENCH_PROGRESS") != "1") as bar:
-        overall = bar.add_task("cells", total=len(todo))
-        inner: dict[str, Any] = {}
-
-        def progress(description: str, done: int, total: int) -> None:
-            if description not in inner:
-                for tid in inner.values():
-                    bar.remove_task(tid)
-                inner.clear()
-                inner[description] = bar.add_task(f"  {description}", total=total)
-            bar.update(inner[description], completed=done, total=total)
-
-        ctx.progress = progress
-
-        def on_start(cell, i, n):
-            bar.update(overall, description=f"cell {i + 1}/{n}: {cell.label}")
-
-        def on_done(cell, record, path):
-            bar.advance(overall)
-            metric = cell.task.metric
-            value = record["metrics"].get(metric, record["metrics"].get("top1"))
-            bar.console.print(f"[green]done[/] {cell.label}: {metric}={value:.4f} ({record['wall_time_s']:.1f}s)")
-
-        return planner.execute(todo, out_dir, ctx, on_start=on_start, on_done=on_done)
-
-
-def _print_plan(the_plan) -> None:
-    table = Table(title="plan")
-    for col in ("status", "task", "model", "method", "params", "seed", "key"):
-        table.add_column(col)
-    done = {c.key for c in the_plan.done}
-    for c in the_plan.cells:
-        shown = ", ".join(f"{k}={v}" for k, v in c.params.items() if k in ("shots", "l2", "l2_select", "steps", "lr", "batch_size"))
-        table.add_row("skip" if c.key in done else "run", c.task.name, c.model, c.method, shown, str(c.seed), c.key)
-    out.print(table)
-
-
-def _print_frame(frame, title: str) -> None:
-    if frame is None or len(frame) == 0:
-        out.print("(no results)")
-        return
-    table = Table(title=title)
-    for col in frame.columns:
-        table.add_column(str(col))
-    for _, row in frame.iterrows():
-        table.add_row(*[_cell_text(v) for v in row.tolist()])
-    out.print(table)
-
-
-def _cell_text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else f"{value:.4g}"
-    return str(value)
 
 
 def _fewshot_overrides(shots, seeds, l2, l2_select, precision, img_size) -> dict[str, Any]:
@@ -349,7 +270,7 @@ def report(
         raise VitbenchError(f"no result records in {str(results_dir)!r}; run `vitbench run --suite smoke` first or pass the folder holding *.json records")
     target = output or DEFAULT_REPORTS / (results_dir.resolve().name or "report")
     paths = build_report(records, target, title=title or f"vitbench report: {results_dir}")
-    _print_summary(records, "report")
+    print_summary(records, "report")
     out.print(f"report: {paths['html']}  (CSV: {paths['csv']})")
 
 
@@ -390,7 +311,7 @@ def ls(
         cols = ["name", "family", "patch_size", "layers", "hidden_size", "mlp_size", "heads", "params_backbone_m",
                 "pretrain_data", "native_resolution", "default_weights", "other_tags"]
         shown = table[[c for c in cols if c in table.columns]].astype(object)
-        _print_frame(shown.where(shown.notna(), ""),
+        print_frame(shown.where(shown.notna(), ""),
                      title="models (`name` or `name.tag`; also timm:<name>, torchvision:<name>, --weights PATH)")
     else:
         raise VitbenchError(f"`vitbench ls {what}`: choose suites, tasks or models")

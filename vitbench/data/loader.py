@@ -25,7 +25,7 @@ import numpy as np
 from vitbench.data.base import ImageSplit, stable_hash
 from vitbench.data.labels import apply_label_transform
 from vitbench.data.sources import SourceReader, SourceUnavailable, open_source
-from vitbench.data.splits import IndexRange, SplitExpr, SliceTerm, parse_split, resolve_split
+from vitbench.data.splits import SplitExpr, SliceTerm, parse_split, resolve_split
 from vitbench.errors import VitbenchError, unknown_name
 from vitbench.suites import SourceSpec, TaskSpec
 

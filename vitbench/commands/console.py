@@ -1,0 +1,95 @@
+"""Terminal output of the CLI: rich tables, the run's progress bars, the end-of-run summary.
+
+Used by `vitbench/cli.py` (every command that prints a table) and `vitbench/commands/*.py`. Progress goes to
+stderr so stdout stays a clean table; bars show when stderr is a terminal (or `VITBENCH_PROGRESS=1`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+# Wide enough not to elide table columns when output goes to a file or pipe (rich assumes 80 columns there).
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+
+def print_summary(records: list[dict[str, Any]], name: str) -> None:
+    from vitbench.report import summary_table
+
+    fewshot = [r for r in records if r.get("method") == "fewshot"]
+    if fewshot:
+        from vitbench.runners.fewshot import fewshot_table, summarize_fewshot
+
+        print_frame(fewshot_table(summarize_fewshot(fewshot)), title=f"{name}: few-shot accuracy (%), mean ± std over seeds")
+    print_frame(summary_table(records), title=f"{name}: results (mean ± std over seeds)")
+
+
+def run_with_progress(todo, out_dir: Path, ctx) -> list:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from vitbench import planner
+
+    if not todo:
+        return []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=False, disable=not err.is_terminal and os.environ.get("VITBENCH_PROGRESS") != "1") as bar:
+        overall = bar.add_task("cells", total=len(todo))
+        inner: dict[str, Any] = {}
+
+        def progress(description: str, done: int, total: int) -> None:
+            if description not in inner:
+                for tid in inner.values():
+                    bar.remove_task(tid)
+                inner.clear()
+                inner[description] = bar.add_task(f"  {description}", total=total)
+            bar.update(inner[description], completed=done, total=total)
+
+        ctx.progress = progress
+
+        def on_start(cell, i, n):
+            bar.update(overall, description=f"cell {i + 1}/{n}: {cell.label}")
+
+        def on_done(cell, record, path):
+            bar.advance(overall)
+            metric = cell.task.metric
+            value = record["metrics"].get(metric, record["metrics"].get("top1"))
+            bar.console.print(f"[green]done[/] {cell.label}: {metric}={value:.4f} ({record['wall_time_s']:.1f}s)")
+
+        return planner.execute(todo, out_dir, ctx, on_start=on_start, on_done=on_done)
+
+
+def print_plan(the_plan) -> None:
+    table = Table(title="plan")
+    for col in ("status", "task", "model", "method", "params", "seed", "key"):
+        table.add_column(col)
+    done = {c.key for c in the_plan.done}
+    for c in the_plan.cells:
+        shown = ", ".join(f"{k}={v}" for k, v in c.params.items() if k in ("shots", "l2", "l2_select", "steps", "lr", "batch_size"))
+        table.add_row("skip" if c.key in done else "run", c.task.name, c.model, c.method, shown, str(c.seed), c.key)
+    out.print(table)
+
+
+def print_frame(frame, title: str) -> None:
+    if frame is None or len(frame) == 0:
+        out.print("(no results)")
+        return
+    table = Table(title=title)
+    for col in frame.columns:
+        table.add_column(str(col))
+    for _, row in frame.iterrows():
+        table.add_row(*[cell_text(v) for v in row.tolist()])
+    out.print(table)
+
+
+def cell_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:.4g}"
+    return str(value)
