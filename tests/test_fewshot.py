@@ -263,3 +263,20 @@ def test_real_metric_used_when_split_has_label_sets():
     metric, acc, top1 = _metric_per_l2(SimpleNamespace(metric="real"), test, preds)
     assert metric == "real" and acc.tolist() == [1.0, 0.5] and top1.tolist() == pytest.approx([2 / 3, 1 / 3])
     assert _metric_per_l2(SimpleNamespace(metric="top1"), test, preds)[0] == "top1"
+
+
+def test_run_cell_mixed_precision_matches_float64(digits_cache):
+    import dataclasses
+
+    from vitbench.cells import RunContext
+    from vitbench.runners import fewshot as runner
+
+    ctx = RunContext(cache_dir=digits_cache, eval_batch_size=512)
+    grid = [2.0**e for e in (-4, 2, 10, 18)]
+    base = digits_cell(10, 1, "mean-rank", grid)
+    f64 = runner.run_cell(base, ctx).details
+    mixed_cell = dataclasses.replace(base, params={**base.params, "precision": "mixed"})
+    mixed = runner.run_cell(mixed_cell, ctx).details
+    assert mixed["precision"] == "mixed"
+    for l2 in grid:  # float64 eigh + float32 prediction: accuracies agree to a test point or so
+        assert abs(mixed["acc_per_l2"][repr(l2)] - f64["acc_per_l2"][repr(l2)]) <= 2 / f64["n_test"]

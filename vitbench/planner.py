@@ -100,8 +100,8 @@ def _validate(params: dict[str, Any], method: str, where: str) -> None:
             raise VitbenchError(f"{where}: l2_select must be one of {list(L2_SELECT_MODES)}, got {params['l2_select']!r}")
         if not (isinstance(params["l2"], (int, float)) and params["l2"] > 0 and math.isfinite(params["l2"])):
             raise VitbenchError(f"{where}: l2 must be a positive number, got {params['l2']!r}")
-        if params["precision"] not in ("float64", "float32"):
-            raise VitbenchError(f"{where}: precision must be float64 or float32, got {params['precision']!r}")
+        if params["precision"] not in ("float64", "float32", "mixed"):
+            raise VitbenchError(f"{where}: precision must be float64, mixed (float64 solve, float32 prediction) or float32, got {params['precision']!r}")
     else:
         for name in ("steps", "batch_size"):
             if not isinstance(params[name], int) or isinstance(params[name], bool) or params[name] < 1:

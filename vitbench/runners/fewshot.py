@@ -21,6 +21,12 @@ from vitbench.cells import Cell, CellResult, RunContext
 from vitbench.features import load_or_extract
 
 
+# `precision` -> (factorisation dtype, prediction-GEMM dtype). "mixed" is the fast setting measured in
+# BENCHMARKS.md "Few-shot": float64 eigh + float32 prediction, 99.999% identical to sklearn; float32 for the
+# factorisation too agrees only ~98.6% (ill-conditioned dual Gram matrix at small l2).
+SOLVE_AND_PREDICT = {"float64": ("float64", None), "float32": ("float32", None), "mixed": ("float64", "float32")}
+
+
 def l2_key(l2: float) -> str:
     """JSON key of an l2 value in `acc_per_l2` (exact: `repr` of the float, e.g. '0.0009765625')."""
     return repr(float(l2))
@@ -99,15 +105,16 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
         subset = fs.sample_shots(train.labels, [shots], cell.seed, num_classes=k)[shots]
     short = fs.short_classes(train.labels, shots, k)
     x, y = np.asarray(f_train.array[subset]), train.labels[subset]
-    factors = fs.lsr_factorize(x, y, k, precision=precision, device=ctx.device)
-    predictions = fs.lsr_predict_factored(factors, f_test.array, l2_values)
+    solve_dtype, predict_dtype = SOLVE_AND_PREDICT[precision]
+    factors = fs.lsr_factorize(x, y, k, precision=solve_dtype, device=ctx.device)
+    predictions = fs.lsr_predict_factored(factors, f_test.array, l2_values, precision=predict_dtype)
     metric, acc, top1 = _metric_per_l2(task, test, predictions)
     timings["solve_s"] = time.perf_counter() - t0
 
     details: dict[str, Any] = {}
     if mode == "cv":
         folds = int(p.get("cv_folds", 5))
-        cv_acc = fs.cv_accuracy_per_l2(x, y, l2_values, k, folds=folds, precision=precision, device=ctx.device)
+        cv_acc = fs.cv_accuracy_per_l2(x, y, l2_values, k, folds=folds, precision=solve_dtype, device=ctx.device)
         chosen: float | None = fs.best_l2(dict(zip(l2_values, cv_acc.tolist())), prefer=fixed_l2)
         details["cv_acc_per_l2"] = {l2_key(v): float(a) for v, a in zip(l2_values, cv_acc)}
         details["cv_folds"] = max(2, min(folds, len(y)))
