@@ -116,3 +116,12 @@ def test_other_suites_load():
     assert {"imagenet", "imagenet_real", "cifar10", "cifar100_full", "pets_full", "flowers102_full"} <= {t.name for t in paper.tasks}
     assert paper.task("imagenet_real").metric == "real"
     assert len(paper.tasks) == 6 + 19
+
+
+def test_absolute_slice_past_the_end_is_refused():
+    from vitbench.data.splits import resolve_split
+
+    # a partial mirror (e.g. 51,600 CLEVR train rows instead of 70,000) must not silently shrink val200
+    with pytest.raises(VitbenchError, match=r"needs at least 63200 rows but source split 'train' has 51600"):
+        resolve_split("train[:800]+train[63000:63200]", {"train": 51600})
+    assert [len(r) for r in resolve_split("train[-200:]+test[50%:]", {"train": 1000, "test": 10})] == [200, 5]

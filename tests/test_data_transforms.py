@@ -83,3 +83,18 @@ def test_torchvision_source_fake_eurosat(tmp_path):
     missing = TaskSpec(name="cifar_tv", num_classes=10, splits={"test": "test"}, sources=(SourceSpec("torchvision", "CIFAR10"),))
     with pytest.raises(VitbenchError, match="torchvision.datasets.CIFAR10 not found"):
         load_split(missing, "test", data_root=tmp_path)
+
+
+def test_squash_crop_is_big_vision_resize_then_central_crop():
+    from PIL import Image
+
+    # 2 columns of colour: a 40x20 image whose left half is red, right half blue
+    arr = np.zeros((20, 40, 3), dtype=np.uint8)
+    arr[:, :20, 0] = 255
+    arr[:, 20:, 2] = 255
+    prep = preprocessing_for(GOOGLE, size=28, resize="squash_crop", interpolation="bilinear", crop_pct=0.875)
+    assert prep.crop_pct == 0.875 and prep.interpolation == "bilinear"
+    out = resize_image(Image.fromarray(arr), prep)
+    assert out.shape == (28, 28, 3)
+    # squashed to 32x32 (aspect not kept), then the central 28x28: both halves survive, split in the middle
+    assert out[:, :10, 0].min() > 200 and out[:, -10:, 2].min() > 200

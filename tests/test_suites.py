@@ -49,7 +49,7 @@ def test_user_suite_file_and_parameter_layers(tmp_path):
         (lambda t: t.replace('name = "digits"', 'name = "digits"\nmetrik = "top1"'), r"task 'digits': unknown field\(s\) \['metrik'\]"),
         (lambda t: t + 'label_transform = "nope"\n', r"field 'label_transform'.*unknown label transform 'nope'"),
         (lambda t: t.replace('shots = [1, 5]', 'shots = [0]'), r"shots must be positive integers"),
-        (lambda t: t.replace('[[tasks]]', 'x = 1\n[[tasks]]'), r"unknown field\(s\) \['x'\] in \[fewshot\]"),
+        (lambda t: t.replace('[[tasks]]', 'x = 1\n[[tasks]]'), r"\[fewshot\]: unknown field\(s\) \['x'\]"),
         (lambda t: t.replace('splits = {', 'splits = {train = '), r"not valid TOML"),
     ],
 )

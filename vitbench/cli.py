@@ -326,6 +326,8 @@ def validate(suite: Annotated[str, typer.Argument(help="Suite name or path to a 
     s = load_suite(suite)
     for method in ("fewshot", "finetune"):
         planner.method_params(s, method)
+        for task in s.tasks:
+            planner.method_params(s, method, task=task)
     out.print(f"[green]ok[/]: {s.path}: suite {s.name!r}, {len(s.tasks)} task(s): {', '.join(t.name for t in s.tasks)}")
 
 

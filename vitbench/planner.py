@@ -18,7 +18,7 @@ from typing import Any
 from vitbench import results
 from vitbench.cells import Cell, CellResult, RunContext
 from vitbench.errors import VitbenchError
-from vitbench.suites import METHODS, Suite
+from vitbench.suites import METHODS, Suite, TaskSpec
 
 # big_vision `get_fewshot_lsr` defaults (fewshot_and_paper.md §1.3); grid 2^-10..2^19 as scenic/vmoe (§1.4).
 FEWSHOT_DEFAULTS: dict[str, Any] = {
@@ -30,6 +30,11 @@ FEWSHOT_DEFAULTS: dict[str, Any] = {
     "precision": "float64",
     "cv_folds": 5,
     "img_size": None,
+    # big_vision's few-shot preprocessing: resize both sides to 256 (bilinear, aspect not kept), central crop 224
+    # (fewshot_and_paper.md §1.3); at other sizes the same ratio, size / 0.875.
+    "resize": "squash_crop",
+    "crop_pct": 0.875,
+    "interpolation": "bilinear",
 }
 # The paper's VTAB recipe (Table 4, §B.1.1; finetune_and_weights.md §1.1, §1.5): SGD momentum 0.9, batch 512,
 # cosine decay, no weight decay, global-norm clipping at 1, 384 px, inception crop + flip.
@@ -37,7 +42,7 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
     "steps": 2500,
     "lr": 0.01,
     "batch_size": 512,
-    "warmup_steps": 200,
+    "warmup_steps": 500,  # vit_jax configs/common.py default; the paper states none for VTAB (§1.2, §1.5)
     "momentum": 0.9,
     "weight_decay": 0.0,
     "grad_clip": 1.0,
@@ -46,6 +51,9 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
     "seeds": [0],
     "img_size": 384,
     "micro_batch": None,
+    # eval: straight (squash) resize of the whole image, bilinear, as vit_jax's input pipeline (§1.2)
+    "interpolation": "bilinear",
+    "dropout": 0.0,  # AugReg practice and vit_jax B/16 (§1.2); L/16 and H/14 configs used 0.1: set it per suite
 }
 POS_INTERP = ("bilinear", "bicubic")  # bilinear align-corners = Google's resize; bicubic = timm / torchvision
 L2_SELECT_MODES = ("fixed", "mean-rank", "leave-self-out", "cv")
@@ -69,16 +77,18 @@ def _merge(*layers: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def method_params(suite: Suite, method: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Resolved parameters of `method` for `suite` (defaults < suite tables < overrides), validated."""
+def method_params(suite: Suite, method: str, overrides: dict[str, Any] | None = None, task: TaskSpec | None = None) -> dict[str, Any]:
+    """Resolved parameters of `method` (defaults < suite table < the task's own table < overrides), validated."""
     base = FEWSHOT_DEFAULTS if method == "fewshot" else FINETUNE_DEFAULTS
     table = suite.fewshot if method == "fewshot" else suite.finetune
-    unknown = sorted(set(table) - set(base))
-    if unknown:
-        raise VitbenchError(f"{suite.path}: unknown field(s) {unknown} in [{method}]; valid: {sorted(base)}")
+    task_table = (task.fewshot if method == "fewshot" else task.finetune) if task is not None else {}
+    for where, tab in ((f"{suite.path}: [{method}]", table), (f"{suite.path}: task {task.name!r} field '{method}'" if task else "", task_table)):
+        unknown = sorted(set(tab) - set(base))
+        if unknown:
+            raise VitbenchError(f"{where}: unknown field(s) {unknown}; valid: {sorted(base)}")
     img = {"img_size": suite.defaults.get("img_size")}
-    params = _merge(base, img, table, overrides)
-    _validate(params, method, suite.path)
+    params = _merge(base, img, table, task_table, overrides)
+    _validate(params, method, f"{suite.path}" + (f": task {task.name!r}" if task else ""))
     return params
 
 
@@ -100,14 +110,19 @@ def _validate(params: dict[str, Any], method: str, where: str) -> None:
             raise VitbenchError(f"{where}: l2_select must be one of {list(L2_SELECT_MODES)}, got {params['l2_select']!r}")
         if not (isinstance(params["l2"], (int, float)) and params["l2"] > 0 and math.isfinite(params["l2"])):
             raise VitbenchError(f"{where}: l2 must be a positive number, got {params['l2']!r}")
+        _check_preprocessing(params, where)
         if params["precision"] not in ("float64", "float32", "mixed"):
             raise VitbenchError(f"{where}: precision must be float64, mixed (float64 solve, float32 prediction) or float32, got {params['precision']!r}")
     else:
         for name in ("steps", "batch_size"):
             if not isinstance(params[name], int) or isinstance(params[name], bool) or params[name] < 1:
                 raise VitbenchError(f"{where}: finetune {name} must be a positive integer, got {params[name]!r}")
-        if not (isinstance(params["lr"], (int, float)) and params["lr"] > 0):
-            raise VitbenchError(f"{where}: finetune lr must be a positive number, got {params['lr']!r}")
+        lrs = _as_list(params["lr"])
+        if not lrs or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in lrs):
+            raise VitbenchError(f"{where}: finetune lr must be a positive number or a list of them (a grid), got {params['lr']!r}")
+        _check_preprocessing({**params, "resize": "squash", "crop_pct": 1.0}, where)
+        if not (isinstance(params["dropout"], (int, float)) and 0.0 <= params["dropout"] < 1.0):
+            raise VitbenchError(f"{where}: finetune dropout must be in [0, 1), got {params['dropout']!r}")
         if params["train_crop"] not in ("inception", "none") or not isinstance(params["hflip"], bool):
             raise VitbenchError(f"{where}: finetune train_crop must be 'inception' or 'none' and hflip true/false")
         if not isinstance(params["warmup_steps"], int) or not 0 <= params["warmup_steps"] < params["steps"]:
@@ -115,6 +130,17 @@ def _validate(params: dict[str, Any], method: str, where: str) -> None:
                 f"{where}: finetune warmup_steps must be in [0, steps) (got {params['warmup_steps']!r} with steps={params['steps']}); "
                 "with warmup == steps the cosine schedule divides by zero"
             )
+
+
+def _check_preprocessing(params: dict[str, Any], where: str) -> None:
+    from vitbench.data.transforms import _PIL_INTERPOLATION, RESIZE_MODES
+
+    if params["resize"] not in RESIZE_MODES:
+        raise VitbenchError(f"{where}: resize must be one of {list(RESIZE_MODES)}, got {params['resize']!r}")
+    if params["interpolation"] not in _PIL_INTERPOLATION:
+        raise VitbenchError(f"{where}: interpolation must be one of {sorted(_PIL_INTERPOLATION)}, got {params['interpolation']!r}")
+    if not (isinstance(params["crop_pct"], (int, float)) and 0.1 <= params["crop_pct"] <= 1.0):
+        raise VitbenchError(f"{where}: crop_pct must be in [0.1, 1], got {params['crop_pct']!r}")
 
 
 def resolve_weights_id(model: str, weights: str) -> str:
@@ -146,16 +172,9 @@ def expand(
     for model in models:
         weights_id = resolve_weights_id(model, weights)
         for method in methods:
-            params = method_params(suite, method, overrides.get(method))
-            key_params = {k: v for k, v in params.items() if k not in NOT_IN_KEY}
-            variants = (
-                [{**key_params, "shots": s} for s in _as_list(params["shots"])] if method == "fewshot" else [key_params]
-            )
-            if method == "fewshot" and params["l2_select"] == "fixed":
-                for v in variants:
-                    v["l2_grid"] = []  # only the fixed value is solved; recorded as such
             for task in selected:
-                for variant in variants:
+                params = method_params(suite, method, overrides.get(method), task)
+                for variant in _variants(method, params):
                     for seed in _as_list(params["seeds"]):
                         cells.append(
                             Cell(
@@ -165,6 +184,18 @@ def expand(
                             )
                         )
     return cells
+
+
+def _variants(method: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """One parameter set per cell: few-shot over shots, fine-tuning over a learning-rate grid."""
+    key_params = {k: v for k, v in params.items() if k not in NOT_IN_KEY}
+    if method == "fewshot":
+        variants = [{**key_params, "shots": s} for s in _as_list(params["shots"])]
+        if params["l2_select"] == "fixed":
+            for v in variants:
+                v["l2_grid"] = []  # only the fixed value is solved; recorded as such
+        return variants
+    return [{**key_params, "lr": float(lr)} for lr in _as_list(params["lr"])]
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:

@@ -52,6 +52,8 @@ class TaskSpec:
     val_split: str = ""
     description: str = ""
     options: dict[str, Any] = field(default_factory=dict, hash=False)
+    fewshot: dict[str, Any] = field(default_factory=dict, hash=False)  # per-task method parameters, over the suite's
+    finetune: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -164,7 +166,7 @@ def _parse_source(raw: Any, where: str) -> SourceSpec:
 
 TASK_FIELDS = {
     "name", "num_classes", "source", "sources", "splits", "group", "metric", "label_transform",
-    "train_split", "test_split", "val_split", "description", "options",
+    "train_split", "test_split", "val_split", "description", "options", "fewshot", "finetune",
 }
 
 
@@ -220,6 +222,8 @@ def _parse_task(raw: Any, where_file: str, index: int) -> TaskSpec:
         val_split=val_split,
         description=_typed(raw, "description", str, where, default=""),
         options=dict(_typed(raw, "options", dict, where, default={})),
+        fewshot=dict(_typed(raw, "fewshot", dict, where, default={})),
+        finetune=dict(_typed(raw, "finetune", dict, where, default={})),
     )
 
 

@@ -131,7 +131,17 @@ def resolve_split(expr: str | SplitExpr, sizes: dict[str, int], where: str = "")
             raise VitbenchError(
                 f"{prefix}split expression {str(parsed)!r} uses source split {term.split!r}, but the source has {sorted(sizes)}; fix the task's splits or the source's split_map"
             )
-        start, stop = term.bounds(sizes[term.split])
+        size = sizes[term.split]
+        # an absolute index past the end means the source is smaller than the task definition expects
+        # (e.g. a partial mirror): refuse rather than silently return fewer images (percentages scale)
+        need = max((abs(b.value) for b in (term.start, term.stop) if b is not None and not b.percent), default=0)
+        if need > size:
+            prefix = f"{where}: " if where else ""
+            raise VitbenchError(
+                f"{prefix}slice {str(term)!r} of {str(parsed)!r} needs at least {need} rows but source split "
+                f"{term.split!r} has {size}; the source is incomplete or not the one the task expects"
+            )
+        start, stop = term.bounds(size)
         ranges.append(IndexRange(term.split, start, stop))
     return ranges
 

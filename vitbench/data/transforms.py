@@ -23,7 +23,7 @@ from PIL import Image
 
 from vitbench.errors import VitbenchError
 
-RESIZE_MODES = ("squash", "resize_crop")
+RESIZE_MODES = ("squash", "squash_crop", "resize_crop")
 _PIL_INTERPOLATION = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -65,17 +65,27 @@ class Preprocessing:
         return {"size": self.size, "resize": self.resize, "crop_pct": self.crop_pct, "interpolation": self.interpolation}
 
 
-def preprocessing_for(data_config: dict[str, Any], size: int | None = None, resize: str = "squash") -> Preprocessing:
-    """Preprocessing from a timm-style data config (`input_size`, `mean`, `std`, `interpolation`, `crop_pct`)."""
+def preprocessing_for(
+    data_config: dict[str, Any], size: int | None = None, resize: str = "squash", *,
+    interpolation: str | None = None, crop_pct: float | None = None,
+) -> Preprocessing:
+    """Preprocessing from a timm-style data config (`input_size`, `mean`, `std`, `interpolation`, `crop_pct`).
+
+    `interpolation` and `crop_pct` override the config's: the protocols fix them (Google's pipelines resize
+    bilinearly, whatever timm's config says; big_vision's few-shot eval squashes to 256 and crops 224).
+    """
     input_size = data_config.get("input_size", (3, 224, 224))
     side = int(size if size is not None else input_size[-1])
-    interpolation = str(data_config.get("interpolation", "bilinear") or "bilinear")
-    if interpolation not in _PIL_INTERPOLATION:
-        interpolation = "bilinear"
+    if interpolation is None:
+        interpolation = str(data_config.get("interpolation", "bilinear") or "bilinear")
+        if interpolation not in _PIL_INTERPOLATION:
+            interpolation = "bilinear"
+    if crop_pct is None:
+        crop_pct = float(data_config.get("crop_pct", 1.0) or 1.0) if resize != "squash" else 1.0
     return Preprocessing(
         size=side,
         resize=resize,
-        crop_pct=float(data_config.get("crop_pct", 1.0) or 1.0) if resize == "resize_crop" else 1.0,
+        crop_pct=1.0 if resize == "squash" else float(crop_pct),
         interpolation=interpolation,
         mean=tuple(float(m) for m in data_config.get("mean", (0.5, 0.5, 0.5))),
         std=tuple(float(s) for s in data_config.get("std", (0.5, 0.5, 0.5))),
@@ -90,6 +100,11 @@ def resize_image(img: Image.Image, prep: Preprocessing) -> np.ndarray:
         img = img.convert("RGB")
     if prep.resize == "squash":
         out = img.resize((s, s), method)
+    elif prep.resize == "squash_crop":  # big_vision few-shot: resize(256) (both sides) then central_crop(224)
+        big = max(s, int(round(s / prep.crop_pct)))
+        img = img.resize((big, big), method)
+        off = (big - s) // 2
+        out = img.crop((off, off, off + s, off + s))
     else:
         scale = math.floor(s / prep.crop_pct)
         w, h = img.size

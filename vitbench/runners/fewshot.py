@@ -90,7 +90,8 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
 
     t0 = time.perf_counter()
     model = _model(cell.model, cell.weights, cell.img_size, cell.pos_interp)
-    prep = preprocessing_for(model.data_config, size=cell.img_size)
+    prep = preprocessing_for(model.data_config, size=cell.img_size, resize=p.get("resize", "squash_crop"),
+                             interpolation=p.get("interpolation", "bilinear"), crop_pct=p.get("crop_pct", 0.875))
     train = _split(task, task.train_split, ctx.data_root, ctx.skip_corrupt)
     test = _split(task, task.test_split, ctx.data_root, ctx.skip_corrupt)
     names = {"model_name": cell.model, "task_name": task.name}
@@ -118,6 +119,8 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
         chosen: float | None = fs.best_l2(dict(zip(l2_values, cv_acc.tolist())), prefer=fixed_l2)
         details["cv_acc_per_l2"] = {l2_key(v): float(a) for v, a in zip(l2_values, cv_acc)}
         details["cv_folds"] = max(2, min(folds, len(y)))
+        if shots < 2:  # each held-out example is its class's only one: every l2 scores 0, the tie-break keeps the fixed l2
+            details["cv_degenerate"] = "1-shot: no class keeps a training example in any fold; the fixed l2 was used"
     elif mode == "fixed":
         chosen = fixed_l2
     else:
@@ -198,11 +201,13 @@ def summarize_fewshot(records) -> "pd.DataFrame":  # noqa: F821
                 task: pd.DataFrame(list(g["acc_per_l2"])).mean(axis=0).to_dict() for task, g in grp.groupby("task")
             }
             prefer = float(grp["fixed_l2"].iloc[0])
-            if mode == "mean-rank" or len(table) < 2:
+            if mode == "mean-rank":
                 best = fs.select_l2_mean_rank(table, prefer=prefer)
                 chosen = {task: best for task in table}
-            else:
+            elif len(table) >= 2:
                 chosen = fs.select_l2_leave_self_out(table, prefer=prefer)
+            else:  # no other task to choose from: a task's own test accuracy must never pick its l2
+                chosen = {task: prefer for task in table}
         for task, g in grp.groupby("task", sort=False):
             if task in chosen:
                 values = [r[chosen[task]] for r in g["acc_per_l2"]]

@@ -64,9 +64,11 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
     recipe = recipe_math.FinetuneRecipe.from_params(cell.params)
     task = cell.task
     torch.manual_seed(cell.seed)
-    model = create(cell.model, weights=cell.weights, img_size=cell.img_size, num_classes=task.num_classes, pos_interp=cell.pos_interp)
+    model = create(cell.model, weights=cell.weights, img_size=cell.img_size, num_classes=task.num_classes,
+                   pos_interp=cell.pos_interp, drop_rate=float(cell.params.get("dropout", 0.0)))
     model.to(ctx.device)
-    prep = preprocessing_for(model.data_config, size=cell.img_size, resize="squash")
+    prep = preprocessing_for(model.data_config, size=cell.img_size, resize="squash",
+                             interpolation=cell.params.get("interpolation", "bilinear"))
     prep_train = dataclasses.replace(prep, train_crop=recipe.train_crop, hflip=recipe.hflip)
 
     train_split, train_images = _split_and_images(task, task.train_split, prep, ctx)
