@@ -7,12 +7,14 @@ Every user error is one line on stderr with exit code 2 (see `main`).
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from vitbench.commands.console import err, out, print_frame, print_plan, print_summary, run_with_progress
 from vitbench.errors import VitbenchError
@@ -67,6 +69,10 @@ def _device(name: str | None) -> str:
     import torch
 
     if name:
+        try:
+            torch.device(name)
+        except (RuntimeError, ValueError):
+            raise VitbenchError(f"--device {name!r} is not a torch device; use cpu, cuda or cuda:N") from None
         if name.startswith("cuda") and not torch.cuda.is_available():
             raise VitbenchError(f"--device {name}: no CUDA device is visible; use --device cpu")
         return name
@@ -127,7 +133,8 @@ def _execute(
         from vitbench.report import build_report
 
         paths = build_report(records, DEFAULT_REPORTS / suite.name, title=f"vitbench: {suite.name}")
-        out.print(f"report: {paths['html']}  (CSV: {paths['csv']})")
+        out.print(f"report: {paths['html']}  (CSV: {paths['csv']}; this run's {len(records)} cells; "
+                  f"`vitbench report {out_dir}` covers the whole folder)")
 
 
 def _fewshot_overrides(shots, seeds, l2, l2_select, precision, img_size) -> dict[str, Any]:
@@ -269,7 +276,8 @@ def report(
     if not records:
         raise VitbenchError(f"no result records in {str(results_dir)!r}; run `vitbench run --suite smoke` first or pass the folder holding *.json records")
     target = output or DEFAULT_REPORTS / (results_dir.resolve().name or "report")
-    paths = build_report(records, target, title=title or f"vitbench report: {results_dir}")
+    suites = ", ".join(sorted({str(r.get("suite")) for r in records}))
+    paths = build_report(records, target, title=title or f"vitbench report: {suites} ({results_dir})")
     print_summary(records, "report")
     out.print(f"report: {paths['html']}  (CSV: {paths['csv']})")
 
@@ -324,6 +332,11 @@ def validate(suite: Annotated[str, typer.Argument(help="Suite name or path to a 
     from vitbench.suites import load_suite
 
     s = load_suite(suite)
+    if "model" in s.defaults:
+        try:
+            planner.resolve_weights_id(str(s.defaults["model"]), str(s.defaults.get("weights", "default")))
+        except VitbenchError as exc:
+            raise VitbenchError(f"{s.path}: field 'defaults.model': {exc}") from None
     for method in ("fewshot", "finetune"):
         planner.method_params(s, method)
         for task in s.tasks:
@@ -366,10 +379,13 @@ def _parser_exceptions() -> tuple[tuple, tuple, tuple]:
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors become one line on stderr and exit code 2; never a traceback."""
     aborts, exits, usage = _parser_exceptions()
+    # A process started in the background by a non-interactive shell inherits SIGINT as ignored; restore
+    # Python's handler so `kill -INT` (and Ctrl-C) stop a run cleanly with exit code 130.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         app(args=argv, standalone_mode=False)
     except VitbenchError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True, markup=True)
+        err.print(Text("error: ", style="bold red") + Text(str(exc)), highlight=False, soft_wrap=True)
         return exc.exit_code
     except aborts:
         err.print("interrupted; records already written are kept")

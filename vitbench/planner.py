@@ -87,13 +87,18 @@ def method_params(suite: Suite, method: str, overrides: dict[str, Any] | None = 
         if unknown:
             raise VitbenchError(f"{where}: unknown field(s) {unknown}; valid: {sorted(base)}")
     img = {"img_size": suite.defaults.get("img_size")}
-    params = _merge(base, img, table, task_table, overrides)
-    _validate(params, method, f"{suite.path}" + (f": task {task.name!r}" if task else ""))
+    from_files = _merge(base, img, table, task_table)
+    _validate(from_files, method, f"{suite.path}" + (f": task {task.name!r}" if task else ""))
+    params = _merge(from_files, overrides)
+    if overrides and any(v is not None for v in overrides.values()):
+        _validate(params, method, "command-line options")
     return params
 
 
 def _as_list(value: Any) -> list:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
+    """A list of the values, duplicates dropped (first occurrence kept): `--shots 1,1` is one cell."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    return list(dict.fromkeys(values))
 
 
 def _validate(params: dict[str, Any], method: str, where: str) -> None:

@@ -50,7 +50,7 @@ def _split_list(text: Optional[str]) -> list[str] | None:
 def prepare(
     suite: str = typer.Argument(..., help="suite name or path, e.g. vtab"),
     tasks: Optional[str] = typer.Option(None, "--tasks", help="comma-separated task names (default: all)"),
-    root: Optional[Path] = typer.Option(None, "--root", help="prepared-data root (default $VITBENCH_DATA_ROOT or ~/.cache/vitbench/data)"),
+    root: Optional[Path] = typer.Option(None, "--root", "--data-root", help="prepared-data root (default $VITBENCH_DATA_ROOT or ~/.cache/vitbench/data)"),
     splits: Optional[str] = typer.Option(None, "--splits", help="comma-separated split names, or 'all' (default: train/val/test splits)"),
     skip_corrupt: bool = typer.Option(False, "--skip-corrupt", help="skip unreadable images (counted in the manifest)"),
     force: bool = typer.Option(False, "--force", help="rebuild splits that are already prepared"),
@@ -77,7 +77,7 @@ def prepare(
 @app.command()
 def verify(
     tasks: Optional[str] = typer.Option(None, "--tasks", help="comma-separated task names (default: every prepared task)"),
-    root: Optional[Path] = typer.Option(None, "--root", help="prepared-data root"),
+    root: Optional[Path] = typer.Option(None, "--root", "--data-root", help="prepared-data root"),
 ) -> None:
     """Recheck the sha256 of every prepared shard against its manifest."""
     from vitbench.data.prepare import prepared_tasks, verify_task
@@ -101,7 +101,7 @@ def verify(
 def info(
     task: str = typer.Argument(..., help="task name, e.g. cifar100"),
     suite: Optional[str] = typer.Option(None, "--suite", help="suite holding the task (default: the first that has it)"),
-    root: Optional[Path] = typer.Option(None, "--root", help="prepared-data root"),
+    root: Optional[Path] = typer.Option(None, "--root", "--data-root", help="prepared-data root"),
 ) -> None:
     """Sizes, classes present and class coverage of every split of TASK (prepared copy or sources)."""
     from vitbench.data.prepare import split_info

@@ -18,18 +18,6 @@ from vitbench.report.tables import aggregate, paper_comparison, summary_table, t
 __all__ = ["build_report", "summary_table"]
 
 
-def _l2_choice(records: list[dict[str, Any]]) -> dict | None:
-    """Cross-task l2 choices for few-shot records run with --l2-select mean-rank / leave-self-out."""
-    modes = {(r.get("params") or {}).get("l2_select") for r in records if r.get("method") == "fewshot"}
-    if not modes & {"mean-rank", "leave-self-out"}:
-        return None
-    from vitbench.runners.fewshot import summarize_fewshot
-
-    chosen = summarize_fewshot(records)
-    chosen = chosen[chosen["l2_select"].isin(["mean-rank", "leave-self-out"])]
-    return {(r.model, r.weights_id, r.task, int(r.shots)): float(r.l2) for r in chosen.itertuples()}
-
-
 def build_report(records: list[dict[str, Any]], out_dir: Path, title: str = "vitbench report") -> dict[str, Path]:
     """Write the CSV tables, plots and `index.html` for `records` into `out_dir`; return their paths."""
     out_dir = Path(out_dir)
@@ -37,7 +25,7 @@ def build_report(records: list[dict[str, Any]], out_dir: Path, title: str = "vit
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise VitbenchError(f"cannot create report folder {str(out_dir)!r} ({exc.strerror}); pass -o with a writable folder")
-    long = tidy(records, _l2_choice(records))
+    long = tidy(records)
     agg = aggregate(long)
     summary = summary_table(records)
     means = vtab_means(agg)

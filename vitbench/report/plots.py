@@ -27,7 +27,9 @@ def data_requirement_plot(agg: pd.DataFrame, path: Path) -> Path | None:
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows), squeeze=False)
     for ax, task in zip(axes.flat, tasks):
         part = fs[fs["task"] == task]
-        for label, line in part.groupby(["model", "weights_id", "setting_l2"] if "setting_l2" in part else ["model", "weights_id"], sort=False):
+        for label, line in part.groupby(["model", "weights_id", "pretrain"], sort=False):
+            model, weights_id, pretrain = label
+            label = (model, pretrain if pretrain == "random-init" else weights_id)
             line = line.sort_values("shots")
             ax.errorbar(line["shots"], line["mean"], yerr=line["std"], marker="o", capsize=3, label=" ".join(map(str, label)))
         ax.set_xscale("log")

@@ -6,6 +6,7 @@ Accuracies are shown in percent, as the paper prints them.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,36 @@ def _pretrain(rec: dict[str, Any]) -> str:
     return str(weights.get("pretrained_data") or "")
 
 
+def l2_choice_across_tasks(records: list[dict[str, Any]]) -> dict:
+    """(model, weights_id, task, shots) -> l2 for few-shot records run with l2_select mean-rank / leave-self-out."""
+    modes = {(r.get("params") or {}).get("l2_select") for r in records if r.get("method") == "fewshot"}
+    if not modes & {"mean-rank", "leave-self-out"}:
+        return {}
+    from vitbench.runners.fewshot import summarize_fewshot
+
+    chosen = summarize_fewshot(records)
+    chosen = chosen[chosen["l2_select"].isin(["mean-rank", "leave-self-out"])]
+    return {(r.model, r.weights_id, r.task, int(r.shots)): float(r.l2) for r in chosen.itertuples()}
+
+
+def config_id(rec: dict[str, Any]) -> str:
+    """Short hash of everything that defines the number except the seed: records that differ only by seed
+    share it, so a rerun with changed preprocessing or code protocol never pools with older records."""
+    from vitbench.cells import canonical_json
+
+    cell = {k: v for k, v in (rec.get("cell") or {}).items() if k != "seed"}
+    return hashlib.sha256(canonical_json(cell).encode()).hexdigest()[:8]
+
+
 def tidy(records: list[dict[str, Any]], l2_choice: dict | None = None) -> pd.DataFrame:
     """One row per record: identity columns plus `value` = the task's metric in percent.
 
     `l2_choice` maps (model, weights_id, task, shots) -> l2 for few-shot records whose l2 is chosen across
-    tasks (mean-rank / leave-self-out); the accuracy at that l2 is read from the record's per-l2 row.
+    tasks (mean-rank / leave-self-out); the accuracy at that l2 is read from the record's per-l2 row. By
+    default it is computed from `records` themselves.
     """
+    if l2_choice is None:
+        l2_choice = l2_choice_across_tasks(records)
     rows = []
     for rec in records:
         metric = ((rec.get("cell") or {}).get("task") or {}).get("metric", "top1")
@@ -57,7 +82,8 @@ def tidy(records: list[dict[str, Any]], l2_choice: dict | None = None) -> pd.Dat
             "model": rec.get("model"), "weights_id": rec.get("weights_id"), "pretrain": _pretrain(rec),
             "method": rec.get("method"), "setting": setting_of(rec), "shots": (rec.get("params") or {}).get("shots"),
             "metric": metric, "seed": rec.get("seed"), "value": None if value is None else 100.0 * float(value),
-            "chosen_l2": chosen, "key": rec.get("key"),
+            "chosen_l2": chosen, "unbalanced": bool((rec.get("details") or {}).get("unbalanced")),
+            "config": config_id(rec), "key": rec.get("key"),
         })
     return pd.DataFrame(rows)
 
@@ -69,15 +95,16 @@ def _lookup_l2(per_l2: dict, l2: float, default):
     return default
 
 
-ID_COLS = ["suite", "task", "group", "model", "weights_id", "pretrain", "method", "setting", "shots", "metric"]
+ID_COLS = ["suite", "task", "group", "model", "weights_id", "pretrain", "method", "setting", "shots", "metric", "config"]
 
 
 def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean, std (ddof=1; 0 for one seed) and count over seeds for each identity."""
     if frame.empty:
         return frame
-    g = frame.groupby(ID_COLS, dropna=False, sort=False)["value"]
-    agg = g.agg(mean="mean", std="std", n="count").reset_index()
+    g = frame.groupby(ID_COLS, dropna=False, sort=False)
+    agg = g["value"].agg(mean="mean", std="std", n="count").reset_index()
+    agg["unbalanced"] = g["unbalanced"].any().to_numpy()
     agg["std"] = agg["std"].fillna(0.0)
     return agg
 
@@ -94,7 +121,11 @@ def summary_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     agg = agg.sort_values(["suite", "task", "model", "weights_id", "method", "shots", "setting"], na_position="last", kind="stable")
     out = agg.assign(**{"result (%)": [fmt(m, s, n) for m, s, n in zip(agg["mean"], agg["std"], agg["n"])]})
     out["weights"] = [w if p != "random-init" else f"{w} (random-init)" for w, p in zip(out["weights_id"], out["pretrain"])]
-    return out[["task", "group", "model", "weights", "method", "setting", "metric", "result (%)", "n"]].rename(columns={"n": "seeds"})
+    out["flags"] = ["unbalanced: a class had fewer images than shots" if u else "" for u in out["unbalanced"]]
+    columns = ["task", "group", "model", "weights", "method", "setting", "metric", "result (%)", "n", "flags"]
+    if out.groupby(["task", "model", "weights_id", "method", "setting"])["config"].nunique().max() > 1:
+        columns.append("config")  # same visible setting, different definitions (e.g. records from older code)
+    return out[columns].rename(columns={"n": "seeds"})
 
 
 def vtab_means(agg: pd.DataFrame) -> pd.DataFrame:
@@ -103,9 +134,9 @@ def vtab_means(agg: pd.DataFrame) -> pd.DataFrame:
     Both overall numbers are reported and labelled, because BiT's overall is task-weighted while many later
     papers average the three group means (vtab_tasks.md §2, "VTAB-1k evaluation protocol").
     """
-    sub = agg[agg["group"].isin(VTAB_GROUPS)]
+    sub = agg[agg["group"].isin(VTAB_GROUPS)] if not agg.empty else agg
     if sub.empty:
-        return pd.DataFrame()
+        return pd.DataFrame(columns=["model", "weights_id", "pretrain", "method", "setting", "tasks", "mean over tasks", "mean of group means"])
     rows = []
     for key, part in sub.groupby(["model", "weights_id", "pretrain", "method", "setting"], dropna=False, sort=False):
         row = dict(zip(["model", "weights_id", "pretrain", "method", "setting"], key))
@@ -136,16 +167,17 @@ def paper_comparison(agg: pd.DataFrame, reference: pd.DataFrame | None = None) -
     """Our numbers beside the paper's where model, pre-training data, task and method line up."""
     ref = load_reference() if reference is None else reference
     if agg.empty:
-        return pd.DataFrame()
+        return pd.DataFrame(columns=["task", "model", "pretrain", "setting", "ours (%)", "paper (%)", "delta", "source"])
     ours = agg.copy()
     ours["ref_method"] = [m if m != "fewshot" else f"fewshot:{int(s)}" for m, s in zip(ours["method"], ours["shots"].fillna(0))]
     merged = ours.merge(
         ref, left_on=["model", "pretrain", "task", "ref_method", "metric"],
         right_on=["model", "pretrain", "task", "method", "metric"], suffixes=("", "_paper"),
     )
+    columns = ["task", "model", "pretrain", "setting", "ours (%)", "paper (%)", "delta", "source"]
     if merged.empty:
-        return pd.DataFrame()
+        return pd.DataFrame(columns=columns)
     merged["ours (%)"] = [fmt(m, s, n) for m, s, n in zip(merged["mean"], merged["std"], merged["n"])]
     merged["paper (%)"] = merged["value"].map(lambda v: f"{v:.2f}")
     merged["delta"] = (merged["mean"] - merged["value"]).map(lambda v: f"{v:+.2f}")
-    return merged[["task", "model", "pretrain", "setting", "ours (%)", "paper (%)", "delta", "source"]]
+    return merged[columns]

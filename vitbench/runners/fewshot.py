@@ -9,6 +9,8 @@ Exercised by `vitbench fewshot` and `vitbench run --method fewshot`.
 
 from __future__ import annotations
 
+import dataclasses
+
 import functools
 import time
 import warnings
@@ -92,6 +94,7 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
     model = _model(cell.model, cell.weights, cell.img_size, cell.pos_interp)
     prep = preprocessing_for(model.data_config, size=cell.img_size, resize=p.get("resize", "squash_crop"),
                              interpolation=p.get("interpolation", "bilinear"), crop_pct=p.get("crop_pct", 0.875))
+    prep = dataclasses.replace(prep, train_crop="none", hflip=False)  # frozen features: no augmentation
     train = _split(task, task.train_split, ctx.data_root, ctx.skip_corrupt)
     test = _split(task, task.test_split, ctx.data_root, ctx.skip_corrupt)
     names = {"model_name": cell.model, "task_name": task.name}
@@ -244,8 +247,11 @@ def fewshot_table(summary) -> "pd.DataFrame":  # noqa: F821
                     row[f"{s}-shot"] = f"{100 * cell['mean'].mean():.2f}" if len(cell) else ""
                     continue
                 hit = g[g["shots"] == s]
-                row[f"{s}-shot"] = (
-                    f"{100 * hit['mean'].iloc[0]:.2f} ± {100 * hit['std'].iloc[0]:.2f}" if len(hit) else ""
-                )
+                if not len(hit):
+                    row[f"{s}-shot"] = ""
+                elif int(hit["n_seeds"].iloc[0]) > 1:
+                    row[f"{s}-shot"] = f"{100 * hit['mean'].iloc[0]:.2f} ± {100 * hit['std'].iloc[0]:.2f}"
+                else:
+                    row[f"{s}-shot"] = f"{100 * hit['mean'].iloc[0]:.2f}"
             rows.append(row)
     return pd.DataFrame(rows).fillna("")

@@ -70,6 +70,7 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
     prep = preprocessing_for(model.data_config, size=cell.img_size, resize="squash",
                              interpolation=cell.params.get("interpolation", "bilinear"))
     prep_train = dataclasses.replace(prep, train_crop=recipe.train_crop, hflip=recipe.hflip)
+    prep = dataclasses.replace(prep, train_crop="none", hflip=False)  # evaluation: no augmentation
 
     train_split, train_images = _split_and_images(task, task.train_split, prep, ctx)
     test_split, test_images = _split_and_images(task, task.test_split, prep, ctx)
