@@ -78,6 +78,9 @@ BAD_INPUTS = [
     (["finetune", "--suite", "smoke", "--steps", "10", "--warmup-steps", "10"], "warmup_steps must be in [0, steps)"),
     (["ls", "things"], "choose suites, tasks or models"),
     (["run", "--suite", "smoke", "--bogus"], "No such option"),
+    (["fewshot", "--suite", "smoke", "--device", "tpu"], "--device 'tpu' is not a torch device"),
+    (["fewshot", "--suite", "smoke", "--l2-select", "foo"], "command-line options: l2_select must be one of"),
+    (["validate", "[red]x[/red].toml"], "suite file '[red]x[/red].toml' does not exist"),  # printed verbatim
 ]
 
 
@@ -119,3 +122,23 @@ def test_console_script_bad_input_has_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "vitbench.cli", "fewshot", "--shots", "abc"], cwd=tmp_path,
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "--shots must be integers" in proc.stderr
+
+
+def test_interrupt_exits_130_and_keeps_finished_records(workdir, capsys, monkeypatch):
+    from vitbench import planner
+    from vitbench.runners import fewshot as fewshot_runner
+
+    calls = []
+
+    def interrupted_after_one(cell, ctx):
+        calls.append(cell.key)
+        if len(calls) > 1:
+            raise KeyboardInterrupt  # as Ctrl-C in the middle of the second cell
+        return fewshot_runner.run_cell(cell, ctx)
+
+    monkeypatch.setattr(planner, "runner_for", lambda method: interrupted_after_one)
+    code, out, err = run_cli(capsys, "fewshot", "--suite", "fast_smoke.toml", "--shots", "1,5", "--out", "res")
+    assert code == 130 and "interrupted; records already written are kept" in err and "Traceback" not in err
+    files = record_files(workdir / "res")
+    assert len(files) == 1 and json.loads(files[0].read_text())["key"] == calls[0]
+    assert not list((workdir / "res").rglob("*.tmp-*"))

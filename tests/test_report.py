@@ -23,6 +23,14 @@ def test_mean_and_std_over_seeds():
     assert row["mean"] == pytest.approx(72.0) and row["std"] == pytest.approx(pd.Series([70.0, 74.0]).std()) and row["n"] == 2
 
 
+def test_records_of_different_definitions_are_never_pooled():
+    a, b = rec("dtd", "natural", 0.70, seed=0), rec("dtd", "natural", 0.50, seed=0)
+    b["cell"] = {"task": {"metric": "top1"}, "params": {"resize": "squash"}}  # e.g. written by older code
+    agg = aggregate(tidy([a, b, rec("dtd", "natural", 0.74, seed=1)]))
+    assert sorted(agg["n"]) == [1, 2] and len(agg) == 2
+    assert "config" in summary_table([a, b]).columns
+
+
 def test_vtab_means_task_weighted_and_mean_of_group_means():
     # 2 natural tasks at 80, 1 specialized at 60, 1 structured at 40
     records = [rec("a", "natural", 0.8), rec("b", "natural", 0.8), rec("c", "specialized", 0.6), rec("d", "structured", 0.4)]

@@ -383,7 +383,11 @@ def main(argv: list[str] | None = None) -> int:
     # Python's handler so `kill -INT` (and Ctrl-C) stop a run cleanly with exit code 130.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)
+        if isinstance(rv, int) and not isinstance(rv, bool) and rv:  # typer turns Ctrl-C into a returned 130
+            if rv == 130:
+                err.print("interrupted; records already written are kept")
+            return rv
     except VitbenchError as exc:
         err.print(Text("error: ", style="bold red") + Text(str(exc)), highlight=False, soft_wrap=True)
         return exc.exit_code
