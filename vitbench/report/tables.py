@@ -122,7 +122,9 @@ def summary_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     out = agg.assign(**{"result (%)": [fmt(m, s, n) for m, s, n in zip(agg["mean"], agg["std"], agg["n"])]})
     out["weights"] = [w if p != "random-init" else f"{w} (random-init)" for w, p in zip(out["weights_id"], out["pretrain"])]
     out["flags"] = ["unbalanced: a class had fewer images than shots" if u else "" for u in out["unbalanced"]]
-    columns = ["task", "group", "model", "weights", "method", "setting", "metric", "result (%)", "n", "flags"]
+    columns = ["task", "group", "model", "weights", "method", "setting", "metric", "result (%)", "n"]
+    if out["unbalanced"].any():
+        columns.append("flags")
     if out.groupby(["task", "model", "weights_id", "method", "setting"])["config"].nunique().max() > 1:
         columns.append("config")  # same visible setting, different definitions (e.g. records from older code)
     return out[columns].rename(columns={"n": "seeds"})
