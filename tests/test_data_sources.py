@@ -136,7 +136,9 @@ def test_vtab1k_folder(tmp_path):
                 "train800val200": "train[:800]+train[589824:590024]", "test": "train[663552:]"},
         sources=(SourceSpec("vtab1k_folder", "vtab-1k/dsprites_loc"),),
     )
-    split = load_split(task, "train800val200", data_root=tmp_path)
+    with pytest.warns(UserWarning, match="has 6 images, VTAB-1k defines 1000"):
+        split = load_split(task, "train800val200", data_root=tmp_path)
+    assert split.provenance["incomplete"] is True and "incomplete" in split.provenance["caveats"][-1]
     assert len(split) == 6 and split.labels.tolist() == [k % 3 for k in range(6, 12)]  # labels used as is
     assert split.provenance["lossy"] is True and split.provenance["label_transform"] == ""
     assert split.image(0).size == (16, 16)

@@ -17,6 +17,7 @@ Per-source options understood here (any source kind):
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,9 @@ from vitbench.suites import SourceSpec, TaskSpec
 
 FORMAT_VERSION = 1
 
+
+# Sizes of the VTAB-1k subsets (task_adaptation: plain prefixes, vtab_tasks.md §2).
+VTAB1K_SIZES = {"train800": 800, "val200": 200, "train800val200": 1000}
 
 def default_cache_dir() -> Path:
     env = os.environ.get("VITBENCH_CACHE_DIR")
@@ -220,6 +224,13 @@ def load_split(
             f"task {task.name!r} split {split!r}: no data found — tried " + "; ".join(tried)
             + f". Run `{suite_command_hint(task, root)}` where the sources are reachable (or copy a prepared folder there)"
         )
+    expected = VTAB1K_SIZES.get(split)
+    if expected is not None and len(result) != expected:
+        # VTAB-1k's named subsets have fixed sizes (vtab_tasks.md §2); a copy with fewer rows is incomplete
+        note = f"split {split!r} has {len(result)} images, VTAB-1k defines {expected}: the data copy is incomplete"
+        warnings.warn(f"task {task.name!r}: {note}", stacklevel=2)
+        result.provenance.setdefault("caveats", []).append(note)
+        result.provenance["incomplete"] = True
     if task.metric == "real" and split == task.test_split:
         from vitbench.data.real import real_label_sets_for_split
 
