@@ -18,6 +18,13 @@ from vitbench.report.tables import aggregate, paper_comparison, summary_table, t
 __all__ = ["build_report", "summary_table"]
 
 
+def _records_view(long):
+    """The per-record table for the HTML page: sorted, integer shots, blanks instead of None."""
+    view = long.drop(columns=["key"]).sort_values(["suite", "task", "model", "method", "shots", "seed"], kind="stable")
+    view["shots"] = view["shots"].astype("Int64")
+    return view.astype(object).where(view.notna(), "")
+
+
 def build_report(records: list[dict[str, Any]], out_dir: Path, title: str = "vitbench report") -> dict[str, Path]:
     """Write the CSV tables, plots and `index.html` for `records` into `out_dir`; return their paths."""
     out_dir = Path(out_dir)
@@ -61,7 +68,7 @@ def build_report(records: list[dict[str, Any]], out_dir: Path, title: str = "vit
          + "<p class='note'>Rows appear where model, pre-training data, task, method and metric all match a number in the paper's Tables 2, 5, 8 or 9.</p>"),
         ("Few-shot data requirement (accuracy vs examples per class)", html_report.image_html(fewshot_png, "data requirement")),
         ("Fine-tuning loss", html_report.image_html(loss_png, "fine-tuning loss")),
-        ("All records", html_report.frame_html(long.drop(columns=["key"]))),
+        ("All records", html_report.frame_html(_records_view(long))),
         ("Versions", html_report.frame_html(__import__("pandas").DataFrame([versions]))),
     ]
     paths["html"].write_text(html_report.render(title, sections, warnings), encoding="utf-8")
