@@ -68,7 +68,7 @@ def test_smoke_pipeline_end_to_end_then_resume(workdir, capsys):
 
 BAD_INPUTS = [
     (["run", "--suite", "smok"], "unknown suite 'smok'. Did you mean 'smoke'"),
-    (["run", "--suite", "smoke", "--tasks", "digitz"], "unknown task in suite 'smoke' 'digitz'"),
+    (["run", "--suite", "smoke", "--tasks", "digitz"], "unknown task 'digitz' in suite 'smoke'. Did you mean 'digits'"),
     (["run", "--suite", "smoke", "--model", "vit_b61"], "unknown model 'vit_b61'"),
     (["fewshot", "--suite", "smoke", "--shots", "0"], "--shots values must be >= 1"),
     (["fewshot", "--suite", "smoke", "--shots", "five"], "--shots must be integers"),

@@ -26,10 +26,12 @@ def closest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
     return hits
 
 
-def unknown_name(kind: str, name: str, choices: Iterable[str]) -> VitbenchError:
-    """A `VitbenchError` for an unknown `kind` called `name`, suggesting the closest valid names."""
+def unknown_name(kind: str, name: str, choices: Iterable[str], where: str = "") -> VitbenchError:
+    """A `VitbenchError` for an unknown `kind` called `name` (optionally `where`, e.g. "in suite 'vtab'"),
+    suggesting the closest valid names."""
     choices = sorted(set(choices))
     near = closest(name, choices)
     hint = f" Did you mean {', '.join(repr(c) for c in near)}?" if near else ""
     shown = ", ".join(choices[:40]) + (" ..." if len(choices) > 40 else "")
-    return VitbenchError(f"unknown {kind} {name!r}.{hint} Valid: {shown}")
+    place = f" {where}" if where else ""
+    return VitbenchError(f"unknown {kind} {name!r}{place}.{hint} Valid: {shown}")

@@ -75,7 +75,7 @@ class Suite:
         for t in self.tasks:
             if t.name == name:
                 return t
-        raise unknown_name(f"task in suite {self.name!r}", name, [t.name for t in self.tasks])
+        raise unknown_name("task", name, [t.name for t in self.tasks], where=f"in suite {self.name!r}")
 
     def select(self, names: list[str] | None) -> tuple[TaskSpec, ...]:
         """The tasks named in `names` (all when None or empty), in suite order; unknown names raise."""
