@@ -46,6 +46,7 @@ CacheOpt = Annotated[Optional[Path], typer.Option("--cache-dir", help="Feature /
 ImgOpt = Annotated[Optional[int], typer.Option("--img-size", help="Input resolution (ViT position embeddings are interpolated).")]
 SeedsOpt = Annotated[Optional[str], typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2.")]
 PosInterpOpt = Annotated[Optional[str], typer.Option("--pos-interp", help="Position-embedding resize at a non-native --img-size: bilinear (Google's, default) or bicubic (timm's).")]
+SkipCorruptOpt = Annotated[bool, typer.Option("--skip-corrupt", help="Skip unreadable images instead of stopping (counted in each record's split provenance).")]
 ReportOpt = Annotated[bool, typer.Option("--report/--no-report", help="Write the HTML + CSV report when done.")]
 
 
@@ -95,6 +96,7 @@ def _execute(
     overrides: dict[str, dict[str, Any]],
     report: bool,
     pos_interp: str | None = None,
+    skip_corrupt: bool = False,
     default_model: str = "vit_b16",
 ) -> None:
     from vitbench import planner, results
@@ -119,7 +121,7 @@ def _execute(
         results.ensure_writable(out_dir)
     if cache_dir:
         os.environ["VITBENCH_CACHE_DIR"] = str(cache_dir)
-    ctx = RunContext(data_root=data_root, cache_dir=cache_dir, device=_device(device))
+    ctx = RunContext(data_root=data_root, cache_dir=cache_dir, device=_device(device), skip_corrupt=skip_corrupt)
     written = run_with_progress(the_plan.todo, out_dir, ctx)
     keys = {c.key for c in the_plan.cells}
     records = [r for r in results.load_records(out_dir) if r["key"] in keys]
@@ -167,6 +169,7 @@ def run(
     shard: ShardOpt = None,
     device: DeviceOpt = None,
     data_root: DataRootOpt = None,
+    skip_corrupt: SkipCorruptOpt = False,
     cache_dir: CacheOpt = None,
     img_size: ImgOpt = None,
     shots: Annotated[Optional[str], typer.Option("--shots", help="Few-shot shots, e.g. 1,5,10,25.")] = None,
@@ -184,7 +187,7 @@ def run(
         "fewshot": _fewshot_overrides(shots, seeds, None, None, None, img_size),
         "finetune": {"steps": _pos_int(steps, "steps"), "lr": _positive(lr, "lr"), "seeds": _int_list(seeds, "seeds", 0), "img_size": img_size},
     }
-    _execute(_suite_or_fail(suite), model, weights, methods, tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, overrides, report, pos_interp)
+    _execute(_suite_or_fail(suite), model, weights, methods, tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, overrides, report, pos_interp, skip_corrupt)
 
 
 def _pos_int(value: int | None, name: str) -> int | None:
@@ -218,6 +221,7 @@ def fewshot(
     shard: ShardOpt = None,
     device: DeviceOpt = None,
     data_root: DataRootOpt = None,
+    skip_corrupt: SkipCorruptOpt = False,
     cache_dir: CacheOpt = None,
     img_size: ImgOpt = None,
     pos_interp: PosInterpOpt = None,
@@ -225,7 +229,7 @@ def fewshot(
 ) -> None:
     """Few-shot linear evaluation: closed-form ridge on frozen pre-logits to {-1,1}^K targets (big_vision)."""
     overrides = {"fewshot": _fewshot_overrides(shots, seeds, l2, l2_select, precision, img_size)}
-    _execute(suite, model, weights, ["fewshot"], tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, overrides, report, pos_interp)
+    _execute(suite, model, weights, ["fewshot"], tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, overrides, report, pos_interp, skip_corrupt)
 
 
 @app.command()
@@ -246,6 +250,7 @@ def finetune(
     shard: ShardOpt = None,
     device: DeviceOpt = None,
     data_root: DataRootOpt = None,
+    skip_corrupt: SkipCorruptOpt = False,
     cache_dir: CacheOpt = None,
     img_size: ImgOpt = None,
     pos_interp: PosInterpOpt = None,
@@ -259,7 +264,7 @@ def finetune(
             "seeds": _int_list(seeds, "seeds", 0), "img_size": img_size,
         }
     }
-    _execute(suite, model, weights, ["finetune"], tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, overrides, report, pos_interp)
+    _execute(suite, model, weights, ["finetune"], tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, overrides, report, pos_interp, skip_corrupt)
 
 
 @app.command()
