@@ -142,3 +142,19 @@ def test_interrupt_exits_130_and_keeps_finished_records(workdir, capsys, monkeyp
     files = record_files(workdir / "res")
     assert len(files) == 1 and json.loads(files[0].read_text())["key"] == calls[0]
     assert not list((workdir / "res").rglob("*.tmp-*"))
+
+
+def test_finetune_lr_chosen_on_the_dev_split_then_retrained(workdir, capsys):
+    text = FAST_SMOKE.replace('splits = { train = "all[:1200]", test = "all[1200:]" }',
+                              'splits = { train = "all[:1200]", minitrain = "all[:1000]", val = "all[1000:1200]", test = "all[1200:]" }')
+    text = text.replace("steps = 40", "steps = 8").replace("lr = 0.05", 'lr = [0.001, 0.05]\nlr_select = "dev"\nselect_train_split = "minitrain"\nselect_eval_split = "val"')
+    (workdir / "dev.toml").write_text(text)
+    code, out, err = run_cli(capsys, "finetune", "--suite", "dev.toml", "--out", "res", "--no-report")
+    assert code == 0, err
+    recs = {(r["params"].get("stage"), r["params"]["lr"]): r for r in map(lambda p: json.loads(p.read_text()), record_files(workdir / "res"))}
+    assert set(recs) == {("select", 0.001), ("select", 0.05), ("final", None)}
+    assert recs[("select", 0.05)]["details"]["eval_split"] == "val" and recs[("select", 0.05)]["provenance"]["test"]["n"] == 200
+    sel = recs[("final", None)]["details"]["lr_selection"]
+    dev = {lr: recs[("select", lr)]["metrics"]["top1"] for lr in (0.001, 0.05)}
+    assert sel["chosen_lr"] == max(dev, key=dev.get) and recs[("final", None)]["provenance"]["test"]["n"] == 597
+    assert "chosen on dev from [0.001, 0.05]" in out

@@ -1,5 +1,7 @@
 """Planner: suite -> cells, parameter layering, resume split, --shard partitioning."""
 
+from pathlib import Path
+
 import pytest
 
 from vitbench import planner
@@ -55,3 +57,22 @@ def test_unknown_method_and_model(smoke):
         planner.expand(smoke, ["vit_ti16"], ["linear"], weights="none")
     with pytest.raises(VitbenchError, match="unknown model 'vit_x16'"):
         planner.expand(smoke, ["vit_x16"], ["fewshot"], weights="none")
+
+
+def test_lr_selection_on_the_dev_split_plans_select_then_final_cells(tmp_path):
+    text = (Path(__file__).resolve().parent.parent / "suites" / "smoke.toml").read_text()
+    text = text.replace('splits = { train = "all[:1200]", test = "all[1200:]" }',
+                        'splits = { train = "all[:1200]", minitrain = "all[:1000]", val = "all[1000:1200]", test = "all[1200:]" }')
+    text = text.replace("lr = 0.05", 'lr = [0.01, 0.05]\nlr_select = "dev"\nselect_train_split = "minitrain"\nselect_eval_split = "val"')
+    (tmp_path / "s.toml").write_text(text)
+    suite = load_suite(str(tmp_path / "s.toml"))
+    cells = planner.expand(suite, ["vit_ti16"], ["finetune"], weights="none")
+    assert [c.params.get("stage") for c in cells] == ["select", "select", "final"]
+    final = cells[-1]
+    assert final.params["lr"] is None and final.params["lr_grid"] == [0.01, 0.05]
+    assert [c.key for c in planner.selection_cells(final)] == [c.key for c in cells[:2]]
+    with pytest.raises(VitbenchError, match="has no record"):
+        planner.choose_lr(final, tmp_path)  # selection runs must finish first
+    (tmp_path / "bad.toml").write_text(text.replace('select_eval_split = "val"', 'select_eval_split = "dev"'))
+    with pytest.raises(VitbenchError, match="lr_select = 'dev' needs finetune.select_eval_split"):
+        planner.expand(load_suite(str(tmp_path / "bad.toml")), ["vit_ti16"], ["finetune"], weights="none")

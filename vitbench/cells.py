@@ -56,7 +56,7 @@ class Cell:
     @property
     def label(self) -> str:
         """Short human name, e.g. `smoke/digits vit_ti16 fewshot shots=5 seed=0`."""
-        shown = " ".join(f"{k}={v}" for k, v in self.params.items() if k in ("shots", "steps", "lr"))
+        shown = " ".join(f"{k}={v}" for k, v in self.params.items() if k in ("shots", "steps", "lr", "stage") and v is not None)
         return f"{self.suite}/{self.task.name} {self.model} {self.method} {shown} seed={self.seed}".replace("  ", " ")
 
 

@@ -8,6 +8,7 @@ a slice of it, so several machines or GPUs can share one results folder).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -54,6 +55,12 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
     # eval: straight (squash) resize of the whole image, bilinear, as vit_jax's input pipeline (§1.2)
     "interpolation": "bilinear",
     "dropout": 0.0,  # AugReg practice and vit_jax B/16 (§1.2); L/16 and H/14 configs used 0.1: set it per suite
+    # Learning-rate selection over an `lr` grid (paper §B.1.1): "none" runs every lr on the training split;
+    # "dev" trains each lr on `select_train_split`, scores `select_eval_split`, then retrains the best lr on the
+    # task's training split and scores its test split (one final cell).
+    "lr_select": "none",
+    "select_train_split": "",
+    "select_eval_split": "",
 }
 POS_INTERP = ("bilinear", "bicubic")  # bilinear align-corners = Google's resize; bicubic = timm / torchvision
 L2_SELECT_MODES = ("fixed", "mean-rank", "leave-self-out", "cv")
@@ -128,6 +135,8 @@ def _validate(params: dict[str, Any], method: str, where: str) -> None:
         _check_preprocessing({**params, "resize": "squash", "crop_pct": 1.0}, where)
         if not (isinstance(params["dropout"], (int, float)) and 0.0 <= params["dropout"] < 1.0):
             raise VitbenchError(f"{where}: finetune dropout must be in [0, 1), got {params['dropout']!r}")
+        if params["lr_select"] not in ("none", "dev"):
+            raise VitbenchError(f"{where}: finetune lr_select must be 'none' or 'dev', got {params['lr_select']!r}")
         if params["train_crop"] not in ("inception", "none") or not isinstance(params["hflip"], bool):
             raise VitbenchError(f"{where}: finetune train_crop must be 'inception' or 'none' and hflip true/false")
         if not isinstance(params["warmup_steps"], int) or not 0 <= params["warmup_steps"] < params["steps"]:
@@ -179,6 +188,8 @@ def expand(
         for method in methods:
             for task in selected:
                 params = method_params(suite, method, overrides.get(method), task)
+                if method == "finetune" and params["lr_select"] == "dev":
+                    _check_dev_splits(params, task, suite.path)
                 for variant in _variants(method, params):
                     for seed in _as_list(params["seeds"]):
                         cells.append(
@@ -191,6 +202,37 @@ def expand(
     return cells
 
 
+def _check_dev_splits(params: dict[str, Any], task: TaskSpec, where: str) -> None:
+    for role in ("select_train_split", "select_eval_split"):
+        if params[role] not in task.splits:
+            raise VitbenchError(
+                f"{where}: task {task.name!r}: lr_select = 'dev' needs finetune.{role} naming one of its splits "
+                f"{sorted(task.splits)}, got {params[role]!r}"
+            )
+
+
+def selection_cells(final: Cell) -> list[Cell]:
+    """The dev-split cells whose scores choose the learning rate of a `stage = "final"` fine-tuning cell."""
+    base = {k: v for k, v in final.params.items() if k not in ("lr_grid", "stage")}
+    return [dataclasses.replace(final, params={**base, "lr": lr, "stage": "select"}) for lr in final.params["lr_grid"]]
+
+
+def choose_lr(final: Cell, out_dir: Path) -> tuple[float, dict[str, float]]:
+    """The grid lr with the best dev-split score (ties: the smaller lr), from the selection cells' records."""
+    scores: dict[str, float] = {}
+    for cell in selection_cells(final):
+        rec = results.read_record(results.record_path(out_dir, cell))
+        if rec is None:
+            raise VitbenchError(
+                f"{final.label}: the dev-split run for lr={cell.params['lr']:g} has no record in {out_dir}; "
+                "run the whole plan (not a --shard of it) so selection runs finish before the final run"
+            )
+        metric = final.task.metric
+        scores[repr(cell.params["lr"])] = float(rec["metrics"].get(metric, rec["metrics"]["top1"]))
+    best = max(sorted(scores, key=float), key=lambda k: scores[k])
+    return float(best), scores
+
+
 def _variants(method: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     """One parameter set per cell: few-shot over shots, fine-tuning over a learning-rate grid."""
     key_params = {k: v for k, v in params.items() if k not in NOT_IN_KEY}
@@ -200,7 +242,11 @@ def _variants(method: str, params: dict[str, Any]) -> list[dict[str, Any]]:
             for v in variants:
                 v["l2_grid"] = []  # only the fixed value is solved; recorded as such
         return variants
-    return [{**key_params, "lr": float(lr)} for lr in _as_list(params["lr"])]
+    lrs = [float(lr) for lr in _as_list(params["lr"])]
+    if params["lr_select"] == "dev" and len(lrs) > 1:
+        selection = [{**key_params, "lr": lr, "stage": "select"} for lr in lrs]
+        return selection + [{**key_params, "lr": None, "lr_grid": lrs, "stage": "final"}]
+    return [{**key_params, "lr": lr} for lr in lrs]
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -254,7 +300,14 @@ def execute(
         if on_start:
             on_start(cell, i, len(todo))
         t0 = time.perf_counter()
-        result = runner_for(cell.method)(cell, ctx)
+        if cell.params.get("stage") == "final":  # retrain the lr chosen on the dev split
+            lr, scores = choose_lr(cell, out_dir)
+            result = runner_for(cell.method)(dataclasses.replace(cell, params={**cell.params, "lr": lr}), ctx)
+            result.details["lr_selection"] = {"chosen_lr": lr, "dev_scores": scores,
+                                              "train_split": cell.params["select_train_split"],
+                                              "eval_split": cell.params["select_eval_split"]}
+        else:
+            result = runner_for(cell.method)(cell, ctx)
         record = results.make_record(cell, result, time.perf_counter() - t0, ctx.device)
         path = results.write_record(out_dir, cell, record)
         written.append((cell, record, path))

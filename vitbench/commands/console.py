@@ -13,6 +13,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 # Wide enough not to elide table columns when output goes to a file or pipe (rich assumes 80 columns there).
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -70,7 +71,7 @@ def print_plan(the_plan) -> None:
         table.add_column(col)
     done = {c.key for c in the_plan.done}
     for c in the_plan.cells:
-        shown = ", ".join(f"{k}={v}" for k, v in c.params.items() if k in ("shots", "l2", "l2_select", "steps", "lr", "batch_size"))
+        shown = ", ".join(f"{k}={v}" for k, v in c.params.items() if k in ("shots", "l2", "l2_select", "steps", "lr", "lr_grid", "stage", "batch_size") and v is not None)
         table.add_row("skip" if c.key in done else "run", c.task.name, c.model, c.method, shown, str(c.seed), c.key)
     out.print(table)
 
@@ -83,7 +84,7 @@ def print_frame(frame, title: str) -> None:
     for col in frame.columns:
         table.add_column(str(col))
     for _, row in frame.iterrows():
-        table.add_row(*[cell_text(v) for v in row.tolist()])
+        table.add_row(*[Text(cell_text(v)) for v in row.tolist()])  # verbatim: no rich markup in data
     out.print(table)
 
 

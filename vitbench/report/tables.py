@@ -24,7 +24,14 @@ def setting_of(rec: dict[str, Any]) -> str:
         tail = f", l2={p.get('l2'):g}" if sel == "fixed" and p.get("l2") is not None else f", l2 {sel}"
         return f"{p.get('shots')}-shot{tail}"
     if rec.get("method") == "finetune":
-        return f"{p.get('steps')} steps, lr {p.get('lr'):g}, batch {p.get('batch_size')}"
+        base = f"{p.get('steps')} steps, batch {p.get('batch_size')}"
+        if p.get("stage") == "select":
+            return f"{base}, lr {p.get('lr'):g} (dev: {p.get('select_train_split')} -> {p.get('select_eval_split')})"
+        if p.get("stage") == "final":
+            chosen = ((rec.get("details") or {}).get("lr_selection") or {}).get("chosen_lr")
+            grid = ", ".join(f"{v:g}" for v in p.get("lr_grid") or [])
+            return f"{base}, lr {chosen:g} chosen on dev from [{grid}]" if chosen is not None else f"{base}, lr from [{grid}]"
+        return f"{base}, lr {p.get('lr'):g}"
     return ""
 
 

@@ -72,8 +72,11 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
     prep_train = dataclasses.replace(prep, train_crop=recipe.train_crop, hflip=recipe.hflip)
     prep = dataclasses.replace(prep, train_crop="none", hflip=False)  # evaluation: no augmentation
 
-    train_split, train_images = _split_and_images(task, task.train_split, prep, ctx)
-    test_split, test_images = _split_and_images(task, task.test_split, prep, ctx)
+    selecting = cell.params.get("stage") == "select"  # lr selection: train on the dev-train split, score dev
+    train_name = cell.params["select_train_split"] if selecting else task.train_split
+    eval_name = cell.params["select_eval_split"] if selecting else task.test_split
+    train_split, train_images = _split_and_images(task, train_name, prep, ctx)
+    test_split, test_images = _split_and_images(task, eval_name, prep, ctx)
 
     micro, n_micro = recipe_math.accumulation_steps(recipe.batch_size, recipe.micro_batch)
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
@@ -118,6 +121,8 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
         "final_train_loss": loss_curve[-1]["loss"] if loss_curve else None,
         "n_train": n_train,
         "n_test": len(test_split),
+        "train_split": train_name,
+        "eval_split": eval_name,
         "epochs": recipe.steps * recipe.batch_size / max(n_train, 1),
     }
     provenance = {
