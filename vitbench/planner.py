@@ -89,10 +89,9 @@ def method_params(suite: Suite, method: str, overrides: dict[str, Any] | None = 
     base = FEWSHOT_DEFAULTS if method == "fewshot" else FINETUNE_DEFAULTS
     table = suite.fewshot if method == "fewshot" else suite.finetune
     task_table = (task.fewshot if method == "fewshot" else task.finetune) if task is not None else {}
-    for where, tab in ((f"{suite.path}: [{method}]", table), (f"{suite.path}: task {task.name!r} field '{method}'" if task else "", task_table)):
-        unknown = sorted(set(tab) - set(base))
-        if unknown:
-            raise VitbenchError(f"{where}: unknown field(s) {unknown}; valid: {sorted(base)}")
+    _check_fields(table, base, f"{suite.path}: [{method}]")
+    if task is not None:
+        _check_fields(task_table, base, f"{suite.path}: task {task.name!r} field '{method}'")
     img = {"img_size": suite.defaults.get("img_size")}
     from_files = _merge(base, img, table, task_table)
     _validate(from_files, method, f"{suite.path}" + (f": task {task.name!r}" if task else ""))
@@ -100,6 +99,12 @@ def method_params(suite: Suite, method: str, overrides: dict[str, Any] | None = 
     if overrides and any(v is not None for v in overrides.values()):
         _validate(params, method, "command-line options")
     return params
+
+
+def _check_fields(table: dict[str, Any], valid: dict[str, Any], where: str) -> None:
+    unknown = sorted(set(table) - set(valid))
+    if unknown:
+        raise VitbenchError(f"{where}: unknown field(s) {unknown}; valid: {sorted(valid)}")
 
 
 def _as_list(value: Any) -> list:
@@ -147,12 +152,12 @@ def _validate(params: dict[str, Any], method: str, where: str) -> None:
 
 
 def _check_preprocessing(params: dict[str, Any], where: str) -> None:
-    from vitbench.data.transforms import _PIL_INTERPOLATION, RESIZE_MODES
+    from vitbench.data.transforms import PIL_INTERPOLATION, RESIZE_MODES
 
     if params["resize"] not in RESIZE_MODES:
         raise VitbenchError(f"{where}: resize must be one of {list(RESIZE_MODES)}, got {params['resize']!r}")
-    if params["interpolation"] not in _PIL_INTERPOLATION:
-        raise VitbenchError(f"{where}: interpolation must be one of {sorted(_PIL_INTERPOLATION)}, got {params['interpolation']!r}")
+    if params["interpolation"] not in PIL_INTERPOLATION:
+        raise VitbenchError(f"{where}: interpolation must be one of {sorted(PIL_INTERPOLATION)}, got {params['interpolation']!r}")
     if not (isinstance(params["crop_pct"], (int, float)) and 0.1 <= params["crop_pct"] <= 1.0):
         raise VitbenchError(f"{where}: crop_pct must be in [0.1, 1], got {params['crop_pct']!r}")
 

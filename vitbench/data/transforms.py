@@ -24,7 +24,7 @@ from PIL import Image
 from vitbench.errors import VitbenchError
 
 RESIZE_MODES = ("squash", "squash_crop", "resize_crop")
-_PIL_INTERPOLATION = {
+PIL_INTERPOLATION = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
@@ -51,8 +51,8 @@ class Preprocessing:
     def __post_init__(self):
         if self.resize not in RESIZE_MODES:
             raise VitbenchError(f"unknown resize mode {self.resize!r}; use one of {list(RESIZE_MODES)}")
-        if self.interpolation not in _PIL_INTERPOLATION:
-            raise VitbenchError(f"unknown interpolation {self.interpolation!r}; use one of {sorted(_PIL_INTERPOLATION)}")
+        if self.interpolation not in PIL_INTERPOLATION:
+            raise VitbenchError(f"unknown interpolation {self.interpolation!r}; use one of {sorted(PIL_INTERPOLATION)}")
         if self.size < 1:
             raise VitbenchError(f"image size must be positive, got {self.size}")
 
@@ -78,7 +78,7 @@ def preprocessing_for(
     side = int(size if size is not None else input_size[-1])
     if interpolation is None:
         interpolation = str(data_config.get("interpolation", "bilinear") or "bilinear")
-        if interpolation not in _PIL_INTERPOLATION:
+        if interpolation not in PIL_INTERPOLATION:
             interpolation = "bilinear"
     if crop_pct is None:
         crop_pct = float(data_config.get("crop_pct", 1.0) or 1.0) if resize != "squash" else 1.0
@@ -94,7 +94,7 @@ def preprocessing_for(
 
 def resize_image(img: Image.Image, prep: Preprocessing) -> np.ndarray:
     """One RGB image resized for eval: uint8 [S, S, 3]."""
-    method = _PIL_INTERPOLATION[prep.interpolation]
+    method = PIL_INTERPOLATION[prep.interpolation]
     s = prep.size
     if img.mode != "RGB":
         img = img.convert("RGB")

@@ -34,7 +34,7 @@ def build_report(records: list[dict[str, Any]], out_dir: Path, title: str = "vit
         raise VitbenchError(f"cannot create report folder {str(out_dir)!r} ({exc.strerror}); pass -o with a writable folder")
     long = tidy(records)
     agg = aggregate(long)
-    summary = summary_table(records)
+    summary = summary_table(records, agg)
     means = vtab_means(agg)
     comparison = paper_comparison(agg)
     paths = {

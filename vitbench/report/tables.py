@@ -14,6 +14,7 @@ import pandas as pd
 
 REFERENCE_CSV = Path(__file__).resolve().parent / "reference" / "paper.csv"
 VTAB_GROUPS = ("natural", "specialized", "structured")
+COMPARISON_COLUMNS = ["task", "model", "pretrain", "setting", "ours (%)", "paper (%)", "delta", "source"]
 
 
 def setting_of(rec: dict[str, Any]) -> str:
@@ -120,9 +121,9 @@ def fmt(mean: float, std: float, n: int) -> str:
     return f"{mean:.2f}" if n <= 1 else f"{mean:.2f} ± {std:.2f}"
 
 
-def summary_table(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """The table printed after a run: one row per (task, model, method, setting)."""
-    agg = aggregate(tidy(records))
+def summary_table(records: list[dict[str, Any]], agg: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The table printed after a run: one row per (task, model, method, setting) (`agg`: already aggregated)."""
+    agg = aggregate(tidy(records)) if agg is None else agg
     if agg.empty:
         return agg
     agg = agg.sort_values(["suite", "task", "model", "weights_id", "method", "shots", "setting"], na_position="last", kind="stable")
@@ -176,17 +177,16 @@ def paper_comparison(agg: pd.DataFrame, reference: pd.DataFrame | None = None) -
     """Our numbers beside the paper's where model, pre-training data, task and method line up."""
     ref = load_reference() if reference is None else reference
     if agg.empty:
-        return pd.DataFrame(columns=["task", "model", "pretrain", "setting", "ours (%)", "paper (%)", "delta", "source"])
+        return pd.DataFrame(columns=COMPARISON_COLUMNS)
     ours = agg.copy()
     ours["ref_method"] = [m if m != "fewshot" else f"fewshot:{int(s)}" for m, s in zip(ours["method"], ours["shots"].fillna(0))]
     merged = ours.merge(
         ref, left_on=["model", "pretrain", "task", "ref_method", "metric"],
         right_on=["model", "pretrain", "task", "method", "metric"], suffixes=("", "_paper"),
     )
-    columns = ["task", "model", "pretrain", "setting", "ours (%)", "paper (%)", "delta", "source"]
     if merged.empty:
-        return pd.DataFrame(columns=columns)
+        return pd.DataFrame(columns=COMPARISON_COLUMNS)
     merged["ours (%)"] = [fmt(m, s, n) for m, s, n in zip(merged["mean"], merged["std"], merged["n"])]
     merged["paper (%)"] = merged["value"].map(lambda v: f"{v:.2f}")
     merged["delta"] = (merged["mean"] - merged["value"]).map(lambda v: f"{v:+.2f}")
-    return merged[columns]
+    return merged[COMPARISON_COLUMNS]
