@@ -72,11 +72,12 @@ BAD_INPUTS = [
     (["run", "--suite", "smoke", "--model", "vit_b61"], "unknown model 'vit_b61'"),
     (["fewshot", "--suite", "smoke", "--shots", "0"], "--shots values must be >= 1"),
     (["fewshot", "--suite", "smoke", "--shots", "five"], "--shots must be integers"),
-    (["run", "--suite", "smoke", "--method", "linear"], "--method must be fewshot, finetune or all"),
+    (["run", "--suite", "smoke", "--method", "linearr"], "unknown method 'linearr'; known methods: fewshot, finetune"),
+    (["run", "--suite", "smoke", "--method", "finetune", "--shots", "5"], "--shots: not a parameter of the selected method(s) finetune"),
     (["report", "empty"], "no result records in"),
     (["report", "missing"], "does not exist"),
     (["finetune", "--suite", "smoke", "--steps", "10", "--warmup-steps", "10"], "warmup_steps must be in [0, steps)"),
-    (["ls", "things"], "choose suites, tasks or models"),
+    (["ls", "things"], "choose suites, tasks, models or methods"),
     (["run", "--suite", "smoke", "--bogus"], "No such option"),
     (["fewshot", "--suite", "smoke", "--device", "tpu"], "--device 'tpu' is not a torch device"),
     (["fewshot", "--suite", "smoke", "--l2-select", "foo"], "command-line options: l2_select must be one of"),
@@ -130,7 +131,7 @@ def test_interrupt_exits_130_and_keeps_finished_records(workdir, capsys, monkeyp
 
     calls = []
 
-    def interrupted_after_one(cell, ctx):
+    def interrupted_after_one(cell, ctx, deps):
         calls.append(cell.key)
         if len(calls) > 1:
             raise KeyboardInterrupt  # as Ctrl-C in the middle of the second cell

@@ -1,6 +1,6 @@
 """Cells: the unit of work (task x model x method x params x seed), what a runner gets and returns.
 
-The planner (`vitbench/planner.py`) expands a suite into `Cell`s; a runner (`vitbench/runners/*.py`)
+The planner (`vitbench/planner.py`) expands a suite into `Cell`s; a method (`vitbench/methods/*.py`)
 turns one `Cell` plus a `RunContext` into a `CellResult`; the results store (`vitbench/results.py`)
 writes it as one JSON record keyed by `cell_key`. Exercised by every `vitbench run`.
 """
@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +50,25 @@ class Cell:
             "pos_interp": self.pos_interp,
         }
 
-    @property
+    @cached_property
     def key(self) -> str:
+        """The record key, computed once per cell (a cell and its params are never modified)."""
         return cell_key(self.key_payload())
 
     @property
     def label(self) -> str:
         """Short human name, e.g. `smoke/digits vit_ti16 fewshot shots=5 seed=0`."""
-        shown = " ".join(f"{k}={v}" for k, v in self.params.items() if k in ("shots", "steps", "lr", "stage") and v is not None)
+        shown = " ".join(f"{k}={v}" for k, v in self.shown_params().items())
         return f"{self.suite}/{self.task.name} {self.model} {self.method} {shown} seed={self.seed}".replace("  ", " ")
+
+
+    def shown_params(self) -> dict[str, Any]:
+        """The parameters its method names for labels and plan tables (`Method.label_params`), when set."""
+        from vitbench.methods import find_method
+
+        method = find_method(self.method)
+        names = method.label_params if method is not None else ()
+        return {k: self.params[k] for k in names if self.params.get(k) is not None}
 
 
 def canonical_json(obj: Any) -> str:

@@ -26,8 +26,12 @@ SCHEMA_VERSION = 1
 REQUIRED_FIELDS = ("schema_version", "key", "metrics", "cell")
 
 
+def record_dir(out_dir: Path, cell: Cell) -> Path:
+    return Path(out_dir) / _safe(cell.suite) / _safe(cell.task.name) / cell.method
+
+
 def record_path(out_dir: Path, cell: Cell) -> Path:
-    return Path(out_dir) / _safe(cell.suite) / _safe(cell.task.name) / cell.method / f"{cell.key}.json"
+    return record_dir(out_dir, cell) / f"{cell.key}.json"
 
 
 def _safe(name: str) -> str:
@@ -89,6 +93,31 @@ def read_record(path: Path) -> dict[str, Any] | None:
 def is_done(out_dir: Path, cell: Cell) -> bool:
     rec = read_record(record_path(out_dir, cell))
     return rec is not None and rec.get("key") == cell.key
+
+
+def done_keys(out_dir: Path, cells: list[Cell]) -> set[str]:
+    """Keys of `cells` that have a valid record (as `is_done`): one listing per record folder, then only the
+    files that exist are read and checked (parsable, required fields, matching key)."""
+    folders: dict[tuple[str, str, str], list[Cell]] = {}
+    for c in cells:
+        folders.setdefault((c.suite, c.task.name, c.method), []).append(c)
+    done: set[str] = set()
+    for cs in folders.values():
+        folder = record_dir(out_dir, cs[0])
+        try:
+            names = set(os.listdir(folder))
+        except OSError:  # no folder yet: nothing of it is done
+            continue
+        for c in cs:
+            name = f"{c.key}.json"
+            if name in names and _valid_record_file(folder / name, c.key):
+                done.add(c.key)
+    return done
+
+
+def _valid_record_file(path: Path, key: str) -> bool:
+    rec = read_record(path)
+    return rec is not None and rec.get("key") == key
 
 
 @lru_cache(maxsize=1)
@@ -183,9 +212,9 @@ def records_frame(records: list[dict[str, Any]]):
     rows = []
     for rec in records:
         row = {k: rec.get(k) for k in ("suite", "task", "group", "model", "weights_id", "random_init", "method", "seed", "key", "wall_time_s", "timestamp")}
-        params = rec.get("params") or {}
-        for k in ("shots", "l2", "l2_select", "steps", "lr", "batch_size"):
-            row[k] = params.get(k)
+        for k, v in (rec.get("params") or {}).items():  # scalar parameters as columns (shots, lr, k, ...)
+            if k not in row and (v is None or isinstance(v, (str, int, float, bool))):
+                row[k] = v
         for k, v in (rec.get("metrics") or {}).items():
             row[k] = v
         row["record"] = rec
