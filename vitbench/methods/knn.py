@@ -107,6 +107,8 @@ class Knn(Method):
             row = rows.setdefault((rec.get("model"), rec.get("task")), {"model": rec.get("model"), "task": rec.get("task")})
             row[f"k={p.get('k')}"] = "" if value is None else f"{100 * value:.2f}"
         frame = pd.DataFrame(list(rows.values())).fillna("")
+        ks = sorted((c for c in frame.columns if c.startswith("k=")), key=lambda c: int(c[2:]))
+        frame = frame[["model", "task", *ks]]
         return frame.drop(columns="model") if frame["model"].nunique() == 1 else frame
 
 
