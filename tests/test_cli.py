@@ -118,6 +118,19 @@ def test_validate_and_ls(workdir, capsys):
     assert code == 0 and "all[:1200]" in out
     code, out, _ = run_cli(capsys, "ls", "models")
     assert code == 0 and "vit_b16" in out
+    code, out, _ = run_cli(capsys, "ls", "methods")
+    assert code == 0 and all(m in out for m in ("fewshot", "finetune", "knn", "linear")) and "temperature = 0.07" in out
+
+
+def test_method_lists_and_grouped_dry_run(workdir, capsys):
+    code, out, err = run_cli(capsys, "run", "--suite", "smoke", "--method", "knn,linear", "--dry-run", "--out", "res")
+    assert code == 0, err
+    assert "smoke: 3 cells (3 to run, 0 already done)" in out  # k = 10, 20 and one linear probe
+    assert "plan (cells per task and method)" in out and "--verbose lists every cell" in out
+    code, out, err = run_cli(capsys, "run", "--suite", "smoke", "--dry-run", "--verbose", "--out", "res")
+    assert code == 0, err
+    assert "smoke: 16 cells" in out  # every method of defaults.methods
+    assert "291b31692bdf1c1dbbd2" in out and "shots=1" in out  # --verbose: every cell with its key
 
 
 def test_console_script_bad_input_has_no_traceback(tmp_path):
