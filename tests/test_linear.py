@@ -49,6 +49,7 @@ def test_normalisation_uses_the_fitting_set():
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*VTAB-1k defines")  # 10x smaller than VTAB-1k on purpose
 def test_vtab_shaped_task_selects_on_train800_val200_then_retrains(tmp_path):
     from test_methods import tiny_suite
 

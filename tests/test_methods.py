@@ -14,6 +14,8 @@ from vitbench.errors import VitbenchError
 from vitbench.methods import get_method, method_names
 from vitbench.suites import parse_suite
 
+# the tiny task is VTAB-shaped but 10x smaller, which the data layer rightly flags as an incomplete copy
+pytestmark = pytest.mark.filterwarnings("ignore:.*VTAB-1k defines")
 METHODS = method_names()
 # Shrunk settings per method so each runs in seconds; a method without an entry runs with its defaults.
 TINY = {
