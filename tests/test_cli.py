@@ -41,15 +41,16 @@ def test_smoke_pipeline_end_to_end_then_resume(workdir, capsys):
     files = record_files(workdir / "res")
     assert len(files) == 3  # fewshot 1- and 5-shot + one fine-tune
     assert "digits" in out and "random-init" in out and "report:" in out
-    assert (workdir / "reports" / "fast_smoke" / "index.html").is_file()
+    assert (workdir / "res" / "report" / "index.html").is_file()  # beside the results
     recs = [json.loads(p.read_text()) for p in files]
     for rec in recs:
         assert rec["schema_version"] == 1 and rec["random_init"] is True and rec["weights_sha256"]
+        assert rec["status"] == "ok" and rec["host"] and rec["argv"][1:4] == ["run", "--suite", "fast_smoke.toml"]
         assert rec["provenance"]["test"]["n"] == 597 and rec["versions"]["timm"]
         assert 0.0 <= rec["metrics"]["top1"] <= 1.0
     finetuned = next(r for r in recs if r["method"] == "finetune")
     assert finetuned["metrics"]["top1"] > 0.3  # 40 steps already learn well above chance (0.1)
-    html = (workdir / "reports" / "fast_smoke" / "index.html").read_text()
+    html = (workdir / "res" / "report" / "index.html").read_text()
     assert "random-init" in html and "<table" in html
 
     # resume: delete one record; only that cell is recomputed, the others are untouched
@@ -65,7 +66,8 @@ def test_smoke_pipeline_end_to_end_then_resume(workdir, capsys):
     code, out, _ = run_cli(capsys, "run", "--suite", "fast_smoke.toml", "--out", "res", "--method", "fewshot", "--force", "--dry-run")
     assert code == 0 and "2 to run, 0 already done" in out
     code, out, err = run_cli(capsys, "report", "res", "-o", "reports/again")
-    assert code == 0, err and (workdir / "reports" / "again" / "summary.csv").is_file()
+    assert code == 0, err
+    assert (workdir / "reports" / "again" / "summary.csv").is_file()
 
 
 BAD_INPUTS = [

@@ -6,6 +6,7 @@ Every user error is one line on stderr with exit code 2 (see `main`).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -16,7 +17,11 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from vitbench.commands.console import err, out, print_frame, print_plan, print_summary, run_with_progress
+from vitbench.commands.console import err, out, print_frame, print_plan, print_summary
+from vitbench.commands.study import (
+    AccountOpt, ExecutorOpt, FailFastOpt, GpusOpt, JobsOpt, PartitionOpt, ProgressEveryOpt, ReportDirOpt, StudyOptions,
+    TimeOpt, WaitOpt, WorkersOpt, run_study, settings_for,
+)
 from vitbench.errors import VitbenchError
 
 app = typer.Typer(
@@ -29,7 +34,6 @@ app = typer.Typer(
 )
 
 DEFAULT_OUT = Path("results")
-DEFAULT_REPORTS = Path("reports")
 
 # Options shared by run / fewshot / finetune.
 SuiteOpt = Annotated[Optional[str], typer.Option("--suite", "-s", help="Suite name (see `vitbench ls suites`) or path to a .toml suite file.")]
@@ -100,9 +104,9 @@ def _execute(
     skip_corrupt: bool = False,
     default_model: str = "vit_b16",
     verbose: bool = False,
+    study: StudyOptions | None = None,
 ) -> None:
-    from vitbench import planner, results
-    from vitbench.cells import RunContext
+    from vitbench import executors, planner, results
     from vitbench.suites import load_suite
 
     suite = load_suite(suite_name)
@@ -112,7 +116,10 @@ def _execute(
     overrides = planner.route_overrides(methods, options)
     pos_interp = pos_interp or suite.defaults.get("pos_interp", "bilinear")
     cells = planner.expand(suite, models, methods, weights=weights, tasks=_csv(tasks), overrides=overrides, pos_interp=pos_interp)
-    the_plan = planner.plan(cells, out_dir, force=force, shard=planner.parse_shard(shard))
+    auto_shard = None if shard else executors.env_shard()  # inside a SLURM array or under torchrun
+    if auto_shard:
+        out.print(f"shard {auto_shard[0][0]}/{auto_shard[0][1]} (from {auto_shard[1]})")
+    the_plan = planner.plan(cells, out_dir, force=force, shard=planner.parse_shard(shard) or (auto_shard and auto_shard[0]))
     out.print(
         f"[bold]{suite.name}[/]: {len(the_plan.cells)} cells "
         f"({len(the_plan.todo)} to run, {len(the_plan.done)} already done) -> {out_dir}"
@@ -124,24 +131,25 @@ def _execute(
         results.ensure_writable(out_dir)
     if cache_dir:
         os.environ["VITBENCH_CACHE_DIR"] = str(cache_dir)
-    ctx = RunContext(data_root=data_root, cache_dir=cache_dir, device=_device(device), skip_corrupt=skip_corrupt)
-    written = run_with_progress(the_plan.todo, out_dir, ctx)
-    keys = {c.key for c in the_plan.cells}
-    records = [r for r in results.load_records(out_dir) if r["key"] in keys]
-    print_summary(records, suite.name)
-    out.print(f"records: {len(written)} written, {len(the_plan.done)} reused under {out_dir}/{suite.name}/")
-    for _, _, path in written[:10]:
-        out.print(f"  {path}")
-    if len(written) > 10:
-        out.print(f"  ... and {len(written) - 10} more")
-    if report and records:
-        from vitbench.report import build_report
-
-        paths = build_report(records, DEFAULT_REPORTS / suite.name, title=f"vitbench: {suite.name}")
-        out.print(f"report: {paths['html']}  (CSV: {paths['csv']}; this run's {len(records)} cells; "
-                  f"`vitbench report {out_dir}` covers the whole folder)")
+    study = study or StudyOptions()
+    study.extra["report"] = report
+    device_name = _device(device or (executors.env_device() if auto_shard else None))
+    settings = settings_for(out_dir, data_root, cache_dir, device_name, skip_corrupt, force, study)
+    if auto_shard:
+        study.workers = 1  # the launcher already made one process per GPU
+    code = run_study(the_plan, suite.name, out_dir, settings, study)
+    if code:
+        raise typer.Exit(code)
 
 
+def _study(executor, workers, fail_fast, report_dir, progress_every, partition, time_min, gpus_per_node, account, jobs, wait) -> StudyOptions:
+    if workers is not None and workers < 1:
+        raise VitbenchError(f"--workers must be >= 1, got {workers}")
+    if progress_every is not None and not progress_every > 0:
+        raise VitbenchError(f"--progress-every must be > 0 seconds, got {progress_every}")
+    return StudyOptions(executor=executor, workers=workers, fail_fast=fail_fast, report_dir=report_dir,
+                        progress_every=progress_every, partition=partition, time_min=_pos_int(time_min, "time"),
+                        gpus_per_node=gpus_per_node, account=account, jobs=_pos_int(jobs, "jobs"), wait=wait)
 
 
 def _positive(value: float | None, name: str) -> float | None:
@@ -173,12 +181,24 @@ def run(
     report: ReportOpt = True,
     pos_interp: PosInterpOpt = None,
     verbose: VerboseOpt = False,
+    executor: ExecutorOpt = "local",
+    workers: WorkersOpt = None,
+    fail_fast: FailFastOpt = False,
+    report_dir: ReportDirOpt = None,
+    progress_every: ProgressEveryOpt = None,
+    partition: PartitionOpt = None,
+    time_min: TimeOpt = 24 * 60,
+    gpus_per_node: GpusOpt = 1,
+    account: AccountOpt = None,
+    jobs: JobsOpt = None,
+    wait: WaitOpt = False,
 ) -> None:
     """Run a suite: every task x model x method x params x seed; finished cells are skipped (resume)."""
     options = {"shots": _int_list(shots, "shots", 1), "seeds": _int_list(seeds, "seeds", 0), "img_size": img_size,
                "steps": _pos_int(steps, "steps"), "lr": _positive(lr, "lr")}
     _execute(_suite_or_fail(suite), model, weights, method, tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir,
-             options, report, pos_interp, skip_corrupt, verbose=verbose)
+             options, report, pos_interp, skip_corrupt, verbose=verbose,
+             study=_study(executor, workers, fail_fast, report_dir, progress_every, partition, time_min, gpus_per_node, account, jobs, wait))
 
 
 def _pos_int(value: int | None, name: str) -> int | None:
@@ -218,12 +238,24 @@ def fewshot(
     pos_interp: PosInterpOpt = None,
     report: ReportOpt = True,
     verbose: VerboseOpt = False,
+    executor: ExecutorOpt = "local",
+    workers: WorkersOpt = None,
+    fail_fast: FailFastOpt = False,
+    report_dir: ReportDirOpt = None,
+    progress_every: ProgressEveryOpt = None,
+    partition: PartitionOpt = None,
+    time_min: TimeOpt = 24 * 60,
+    gpus_per_node: GpusOpt = 1,
+    account: AccountOpt = None,
+    jobs: JobsOpt = None,
+    wait: WaitOpt = False,
 ) -> None:
     """Few-shot linear evaluation: closed-form ridge on frozen pre-logits to {-1,1}^K targets (big_vision)."""
     options = {"shots": _int_list(shots, "shots", 1), "seeds": _int_list(seeds, "seeds", 0), "l2": _positive(l2, "l2"),
                "l2_select": l2_select, "precision": precision, "img_size": img_size}
     _execute(suite, model, weights, "fewshot", tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, options,
-             report, pos_interp, skip_corrupt, verbose=verbose)
+             report, pos_interp, skip_corrupt, verbose=verbose,
+             study=_study(executor, workers, fail_fast, report_dir, progress_every, partition, time_min, gpus_per_node, account, jobs, wait))
 
 
 @app.command()
@@ -250,6 +282,17 @@ def finetune(
     pos_interp: PosInterpOpt = None,
     report: ReportOpt = True,
     verbose: VerboseOpt = False,
+    executor: ExecutorOpt = "local",
+    workers: WorkersOpt = None,
+    fail_fast: FailFastOpt = False,
+    report_dir: ReportDirOpt = None,
+    progress_every: ProgressEveryOpt = None,
+    partition: PartitionOpt = None,
+    time_min: TimeOpt = 24 * 60,
+    gpus_per_node: GpusOpt = 1,
+    account: AccountOpt = None,
+    jobs: JobsOpt = None,
+    wait: WaitOpt = False,
 ) -> None:
     """Full fine-tuning with a new zero-initialised head (paper recipe: SGD 0.9, cosine, clip 1)."""
     options = {
@@ -258,27 +301,33 @@ def finetune(
         "seeds": _int_list(seeds, "seeds", 0), "img_size": img_size,
     }
     _execute(suite, model, weights, "finetune", tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, options,
-             report, pos_interp, skip_corrupt, verbose=verbose)
+             report, pos_interp, skip_corrupt, verbose=verbose,
+             study=_study(executor, workers, fail_fast, report_dir, progress_every, partition, time_min, gpus_per_node, account, jobs, wait))
 
 
 @app.command()
 def report(
-    results_dir: Annotated[Path, typer.Argument(help="Folder of result records.")] = DEFAULT_OUT,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Report folder (default reports/<name of results folder>).")] = None,
+    results_dirs: Annotated[Optional[list[Path]], typer.Argument(help="Results folder(s); several (e.g. shards from several machines) are merged, each record counted once.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Report folder (default <results folder>/report; for several folders, reports/merged). Rebuilt: its old files are removed.")] = None,
     title: Annotated[Optional[str], typer.Option("--title", help="Report title.")] = None,
 ) -> None:
     """Build the HTML + CSV report (tables beside the paper's numbers, data-requirement plots)."""
     from vitbench import results
-    from vitbench.report import build_report
+    from vitbench.commands.study import write_report
 
-    records = results.load_records(results_dir)
-    if not records:
-        raise VitbenchError(f"no result records in {str(results_dir)!r}; run `vitbench run --suite smoke` first or pass the folder holding *.json records")
-    target = output or DEFAULT_REPORTS / (results_dir.resolve().name or "report")
-    suites = ", ".join(sorted({str(r.get("suite")) for r in records}))
-    paths = build_report(records, target, title=title or f"vitbench report: {suites} ({results_dir})")
-    print_summary(records, "report")
-    out.print(f"report: {paths['html']}  (CSV: {paths['csv']})")
+    dirs = list(results_dirs or [DEFAULT_OUT])
+    records = results.load_many(dirs)
+    ok = results.ok_records(records)
+    if not ok:
+        where = ", ".join(repr(str(d)) for d in dirs)
+        raise VitbenchError(f"no result records in {where}; run `vitbench run --suite smoke` first or pass the folder holding *.json records")
+    target = output or (dirs[0] / "report" if len(dirs) == 1 else Path("reports") / "merged")
+    suites = ", ".join(sorted({str(r.get("suite")) for r in ok}))
+    paths = write_report(records, target, title=title or f"vitbench report: {suites} ({', '.join(map(str, dirs))})")
+    print_summary(ok, "report")
+    failed = len(records) - len(ok)
+    out.print(f"report: {paths['html']}  (CSV: {paths['csv']}; {len(ok)} results from {len(dirs)} folder(s)"
+              + (f"; {failed} failed cell(s) listed apart" if failed else "") + ")")
 
 
 @app.command("ls")
@@ -387,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     # A process started in the background by a non-interactive shell inherits SIGINT as ignored; restore
     # Python's handler so `kill -INT` (and Ctrl-C) stop a run cleanly with exit code 130.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    if argv is not None:  # called from Python: records carry this command line, not the caller's sys.argv
+        os.environ["VITBENCH_ARGV"] = json.dumps(["vitbench", *map(str, argv)])
     try:
         rv = app(args=argv, standalone_mode=False)
         if isinstance(rv, int) and not isinstance(rv, bool) and rv:  # typer turns Ctrl-C into a returned 130

@@ -17,6 +17,11 @@ class VitbenchError(Exception):
     exit_code = 2
 
 
+class DataMissing(VitbenchError):
+    """A task's data is not present (no prepared copy, no reachable source). A task a suite marks
+    `optional = true` is skipped with a note on this error instead of failing (see `vitbench/worker.py`)."""
+
+
 def closest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
     """The `n` names in `choices` closest to `name` (difflib ratio), best first."""
     choices = list(choices)

@@ -197,7 +197,8 @@ def load_or_extract(
     if why:
         warnings.warn(f"feature cache {npy} is invalid ({why}); rebuilding it", stacklevel=2)
         COUNTERS["rebuilt"] += 1
-        _remove(npy, _meta_path(npy))
+        # not removed first: the rebuild replaces it atomically, and removing could delete an entry another
+        # process just completed (its sidecar lands after its array)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=npy.name + ".tmp-", dir=folder)

@@ -2,7 +2,8 @@
 
 Layout: `<out>/<suite>/<task>/<method>/<cell key>.json`. A record is valid only if it parses and carries
 `schema_version`, `key` and `metrics`; a half-written temp file (`*.json.tmp-*`) is never read as a record.
-Resume = a valid record with the cell's key exists. Exercised by `vitbench run` (write, resume) and
+Resume = a valid record with the cell's key exists and is not a failure record: a cell that raised leaves
+`{"status": "failed", "error": {...}}` (see `make_failure_record`), which every table skips and resume reruns. Exercised by `vitbench run` (write, resume) and
 `vitbench report` (load). The schema is documented in README.md ("Result records").
 """
 
@@ -12,7 +13,9 @@ import datetime as _dt
 import json
 import os
 import platform
+import socket
 import subprocess
+import sys
 import tempfile
 import time
 from functools import lru_cache
@@ -25,6 +28,16 @@ from vitbench.errors import VitbenchError
 
 SCHEMA_VERSION = 1
 REQUIRED_FIELDS = ("schema_version", "key", "metrics", "cell")
+STATUS_OK, STATUS_FAILED = "ok", "failed"  # records without `status` (older ones) are ok
+
+
+def is_failed(rec: dict[str, Any] | None) -> bool:
+    return isinstance(rec, dict) and rec.get("status") == STATUS_FAILED
+
+
+def ok_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records that are results (failure records dropped)."""
+    return [r for r in records if not is_failed(r)]
 
 
 def record_dir(out_dir: Path, cell: Cell) -> Path:
@@ -93,7 +106,7 @@ def read_record(path: Path) -> dict[str, Any] | None:
 
 def is_done(out_dir: Path, cell: Cell) -> bool:
     rec = read_record(record_path(out_dir, cell))
-    return rec is not None and rec.get("key") == cell.key
+    return rec is not None and rec.get("key") == cell.key and not is_failed(rec)
 
 
 RESUME_INDEX = ".resume-index"  # per record folder: name -> [size, mtime_ns] of records found valid (a cache)
@@ -169,7 +182,8 @@ def _valid_record_file(path: str, key: str) -> bool:
         rec = json.loads(data)
     except (OSError, ValueError):
         return False
-    return isinstance(rec, dict) and rec.get("key") == key and all(k in rec for k in REQUIRED_FIELDS)
+    return (isinstance(rec, dict) and rec.get("key") == key and all(k in rec for k in REQUIRED_FIELDS)
+            and rec.get("status") != STATUS_FAILED)
 
 
 @lru_cache(maxsize=1)
@@ -234,7 +248,59 @@ def make_record(cell: Cell, result: CellResult, wall_time_s: float, device: str)
         "hardware": {**env["hardware"], "device": device},
         "wall_time_s": round(wall_time_s, 3),
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "status": STATUS_OK,
+        **origin(),
     }
+
+
+def origin() -> dict[str, Any]:
+    """The command line that produced a record and the host that ran it (`vitbench.cli.main(argv)` called
+    from Python sets VITBENCH_ARGV, which worker processes inherit)."""
+    try:
+        argv = json.loads(os.environ["VITBENCH_ARGV"])
+    except (KeyError, ValueError):
+        argv = list(sys.argv)
+    return {
+        "command": " ".join([Path(argv[0]).name] + argv[1:]) if argv and argv[0] else None,
+        "argv": argv,
+        "host": socket.gethostname(),
+    }
+
+
+def make_failure_record(cell: Cell, exc: BaseException, device: str, *, wall_time_s: float = 0.0,
+                        traceback_text: str = "") -> dict[str, Any]:
+    """The record of a cell that raised: what went wrong, where, when. Never a result (`metrics` is empty)."""
+    when = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    where = {"cell": cell.label, "host": socket.gethostname(), "pid": os.getpid(), "device": device}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "key": cell.key,
+        "status": STATUS_FAILED,
+        "error": {"message": error_line(exc), "type": type(exc).__name__, "where": where, "when": when,
+                  "traceback": traceback_text[-4000:]},
+        "suite": cell.suite,
+        "task": cell.task.name,
+        "group": cell.task.group,
+        "model": cell.model,
+        "method": cell.method,
+        "params": cell.params,
+        "seed": cell.seed,
+        "metrics": {},
+        "cell": cell.key_payload(),
+        "versions": environment()["versions"],
+        "git_commit": environment()["git_commit"],
+        "wall_time_s": round(wall_time_s, 3),
+        "timestamp": when,
+        **origin(),
+    }
+
+
+def error_line(exc: BaseException) -> str:
+    """One line naming the error: a VitbenchError's own line, else `Type: first line of the message`."""
+    text = " ".join(str(exc).split()) if isinstance(exc, VitbenchError) else (str(exc).strip().splitlines() or [""])[0]
+    if isinstance(exc, VitbenchError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def write_record(out_dir: Path, cell: Cell, record: dict[str, Any]) -> Path:
@@ -250,11 +316,26 @@ def iter_record_files(results_dir: Path):
 
 
 def load_records(results_dir: Path) -> list[dict[str, Any]]:
-    """All valid records under `results_dir` (invalid or partial files are skipped)."""
+    """All valid records under `results_dir` (invalid or partial files are skipped), failure records included
+    (`ok_records` drops them)."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise VitbenchError(f"results folder {str(results_dir)!r} does not exist; run `vitbench run` first or pass the folder that holds the records")
     return [rec for p in iter_record_files(results_dir) if (rec := read_record(p)) is not None]
+
+
+def load_many(results_dirs: list[Path]) -> list[dict[str, Any]]:
+    """Records of several results folders (shards from several machines), each (suite, key) once: a result
+    wins over a failure record, then the newest copy."""
+    best: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for d in results_dirs:
+        for rec in load_records(d):
+            ident = (rec.get("suite"), rec.get("key"))
+            old = best.get(ident)
+            rank = (not is_failed(rec), str(rec.get("timestamp") or ""))
+            if old is None or rank > (not is_failed(old), str(old.get("timestamp") or "")):
+                best[ident] = rec
+    return list(best.values())
 
 
 def records_frame(records: list[dict[str, Any]]):
@@ -262,7 +343,7 @@ def records_frame(records: list[dict[str, Any]]):
     import pandas as pd
 
     rows = []
-    for rec in records:
+    for rec in ok_records(records):
         row = {k: rec.get(k) for k in ("suite", "task", "group", "model", "weights_id", "random_init", "method", "seed", "key", "wall_time_s", "timestamp")}
         for k, v in (rec.get("params") or {}).items():  # scalar parameters as columns (shots, lr, k, ...)
             if k not in row and (v is None or isinstance(v, (str, int, float, bool))):

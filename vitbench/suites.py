@@ -57,6 +57,9 @@ class TaskSpec:
     options: dict[str, Any] = field(default_factory=dict, hash=False)
     # per-task method parameters, over the suite's: method name -> table (e.g. {"finetune": {"lr": 0.03}})
     method_tables: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
+    # run only when its data is present (absent data: the cell is skipped with a note, not failed); not in
+    # the key, since it changes no number
+    optional: bool = False
 
     def method_table(self, method: str) -> dict[str, Any]:
         return self.method_tables.get(method, {})
@@ -68,6 +71,7 @@ class TaskSpec:
     @cached_property
     def _key_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        out.pop("optional")
         tables = out.pop("method_tables")
         out.update({m: tables.get(m, {}) for m in KEYED_TASK_TABLES})
         out.update({m: t for m, t in tables.items() if t and m not in out})
@@ -190,7 +194,7 @@ def _parse_source(raw: Any, where: str) -> SourceSpec:
 
 TASK_FIELDS = {
     "name", "num_classes", "source", "sources", "splits", "group", "metric", "label_transform",
-    "train_split", "test_split", "val_split", "description", "options",
+    "train_split", "test_split", "val_split", "description", "options", "optional",
 }  # plus one optional table per registered method
 
 
@@ -254,6 +258,7 @@ def _parse_task(raw: Any, where_file: str, index: int) -> TaskSpec:
         description=_typed(raw, "description", str, where, default=""),
         options=dict(_typed(raw, "options", dict, where, default={})),
         method_tables={m: dict(raw[m]) for m in methods if _typed(raw, m, dict, where) is not None},
+        optional=_typed(raw, "optional", bool, where, default=False),
     )
 
 

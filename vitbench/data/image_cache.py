@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -51,7 +53,7 @@ def cached_resized_images(split, prep, cache_dir: Path | str | None = None, prog
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise VitbenchError(f"cannot create the image cache folder {path.parent} ({exc}); set VITBENCH_CACHE_DIR to a writable folder")
-    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+    tmp = path.with_suffix(f".tmp{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}.npy")  # unique per writer
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, s, s, 3))
     bounds = [(lo, min(n, lo + CHUNK)) for lo in range(0, n, CHUNK)]
     desc = f"decoding {split.provenance.get('task', '')}/{split.provenance.get('split', '')} at {s}px"

@@ -27,7 +27,7 @@ from vitbench.data.base import ImageSplit, stable_hash
 from vitbench.data.labels import apply_label_transform
 from vitbench.data.sources import SourceReader, SourceUnavailable, open_source
 from vitbench.data.splits import SplitExpr, SliceTerm, parse_split, resolve_split
-from vitbench.errors import VitbenchError, unknown_name
+from vitbench.errors import DataMissing, VitbenchError, unknown_name
 from vitbench.suites import SourceSpec, TaskSpec
 
 FORMAT_VERSION = 1
@@ -220,7 +220,7 @@ def load_split(
             continue
         break
     if result is None:
-        raise VitbenchError(
+        raise DataMissing(
             f"task {task.name!r} split {split!r}: no data found — tried " + "; ".join(tried)
             + f". Run `{suite_command_hint(task, root)}` where the sources are reachable (or copy a prepared folder there)"
         )

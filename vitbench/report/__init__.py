@@ -27,6 +27,9 @@ def _records_view(long):
 
 def build_report(records: list[dict[str, Any]], out_dir: Path, title: str = "vitbench report") -> dict[str, Path]:
     """Write the CSV tables, plots and `index.html` for `records` into `out_dir`; return their paths."""
+    from vitbench.results import ok_records
+
+    records = ok_records(records)  # failure records are not results
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,164 @@
+"""A whole study unattended: failing cells are recorded and the run goes on, optional tasks without data are
+skipped with a note, --fail-fast stops, progress lines and a run log off a terminal, reports beside the results
+(rebuilt, whole folder, several folders merged)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vitbench.cli import main
+
+STUDY = """
+name = "study"
+[defaults]
+model = "vit_ti16"
+weights = "none"
+img_size = 32
+methods = ["fewshot"]
+[fewshot]
+shots = [1, 2]
+seeds = [0]
+
+[[tasks]]
+name = "digits"
+num_classes = 10
+source = { kind = "digits" }
+splits = { train = "all[:200]", test = "all[200:400]" }
+
+[[tasks]]
+name = "absent"
+description = "only when present"
+optional = true
+num_classes = 10
+source = { kind = "imagefolder", id = "/nonexistent/vitbench-absent" }
+splits = { train = "train", test = "val" }
+
+[[tasks]]
+name = "broken"
+num_classes = 10
+source = { kind = "imagefolder", id = "/nonexistent/vitbench-broken" }
+splits = { train = "train", test = "val" }
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "study.toml").write_text(STUDY)
+    (tmp_path / "data").mkdir()
+    return tmp_path
+
+
+def run_cli(capsys, *args):
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def records(root: Path):
+    return [json.loads(p.read_text()) for p in sorted(root.rglob("*.json"))]
+
+
+def test_failures_are_recorded_the_run_goes_on_and_optional_tasks_are_skipped(workdir, capsys):
+    code, out, err = run_cli(capsys, "fewshot", "--suite", "study.toml", "--shots", "1,2", "--out", "res", "--data-root", "data")
+    assert code == 1, err  # a cell failed: non-zero at the end, after the table and the report
+    recs = records(workdir / "res")
+    ok = [r for r in recs if r["status"] == "ok"]
+    failed = [r for r in recs if r["status"] == "failed"]
+    assert sorted(r["params"]["shots"] for r in ok) == [1, 2] and {r["task"] for r in ok} == {"digits"}
+    assert len(failed) == 2 and {r["task"] for r in failed} == {"broken"}  # the optional task leaves no record
+    error = failed[0]["error"]
+    assert error["type"] == "DataMissing" and "no data found" in error["message"] and "\n" not in error["message"]
+    assert error["where"]["cell"].startswith("study/broken") and error["where"]["host"] and error["when"]
+    assert failed[0]["metrics"] == {} and failed[0]["host"] and failed[0]["argv"][:2] == ["vitbench", "fewshot"]
+    assert "note: skipped 2 cell(s) of optional task 'absent': its data is not present" in " ".join(out.split())
+    assert "failed: 2 cell(s)" in out and "study/broken" in out and "no data found" in out
+    assert "digits" in out and "report:" in out
+    assert (workdir / "res" / "report" / "index.html").is_file()
+    log = next((workdir / "res" / "logs").glob("run-*.log")).read_text()
+    assert "failed study/broken" in log and "skipped study/absent" in log and "Traceback" in log
+
+    # resume: failure records are not done; the failed cells are retried, the results are reused
+    code, out, _ = run_cli(capsys, "fewshot", "--suite", "study.toml", "--shots", "1,2", "--out", "res", "--data-root", "data", "--tasks", "digits,broken", "--dry-run")
+    assert code == 0 and "2 to run, 2 already done" in out
+
+
+def test_fail_fast_stops_at_the_first_failure_with_its_line(workdir, capsys):
+    code, out, err = run_cli(capsys, "fewshot", "--suite", "study.toml", "--shots", "1,2", "--out", "res", "--data-root", "data",
+                             "--tasks", "broken,digits", "--fail-fast")
+    assert code == 2 and "no data found" in err and "Traceback" not in err
+    recs = records(workdir / "res")
+    assert sorted(r["status"] for r in recs) == ["failed", "ok", "ok"]  # suite order: digits, then the first broken cell
+    assert "failed: " not in out  # no end-of-run summary: it stopped there
+
+
+def test_any_exception_in_a_cell_becomes_a_failure_record(workdir, capsys, monkeypatch):
+    from vitbench import planner
+    from vitbench.runners import fewshot as fewshot_runner
+
+    def nan_on_two_shots(cell, ctx, deps):
+        if cell.params["shots"] == 2:
+            raise FloatingPointError("loss is NaN at step 3\nsecond line")
+        return fewshot_runner.run_cell(cell, ctx)
+
+    monkeypatch.setattr(planner, "runner_for", lambda method: nan_on_two_shots)
+    code, out, err = run_cli(capsys, "fewshot", "--suite", "study.toml", "--shots", "1,2", "--out", "res", "--tasks", "digits", "--no-report")
+    assert code == 1
+    failed = [r for r in records(workdir / "res") if r["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["error"]["message"] == "FloatingPointError: loss is NaN at step 3"
+    assert failed[0]["error"]["type"] == "FloatingPointError"
+    # the summary table counts the result only; the failure is listed with its reason
+    assert "FloatingPointError: loss is NaN at step 3" in out
+    from vitbench import results
+
+    assert len(results.ok_records(results.load_records(workdir / "res"))) == 1
+
+
+def test_progress_lines_off_a_terminal(workdir, capsys, monkeypatch):
+    monkeypatch.setenv("VITBENCH_CACHE_DIR", str(workdir / "fresh-cache"))  # features are extracted: batch lines
+    code, out, err = run_cli(capsys, "fewshot", "--suite", "study.toml", "--shots", "1,2", "--out", "res", "--tasks", "digits",
+                             "--progress-every", "0.001", "--no-report")
+    assert code == 0
+    assert "cell 1/2 study/digits vit_ti16 fewshot shots=1 seed=0: started" in err
+    assert "cell 2/2" in err and "ETA" in err and "ok in" in err
+    assert any("features" in line and "/" in line for line in err.splitlines())  # batches inside a cell
+
+
+def test_report_beside_results_covers_the_folder_is_rebuilt_and_merges_folders(workdir, capsys):
+    args = ["fewshot", "--suite", "study.toml", "--tasks", "digits"]
+    assert run_cli(capsys, *args, "--shots", "1", "--out", "a")[0] == 0
+    stale = workdir / "a" / "report" / "old_plot.png"
+    stale.write_bytes(b"stale")
+    assert run_cli(capsys, *args, "--shots", "2", "--out", "a")[0] == 0
+    assert not stale.exists()  # rebuilt, not mixed with stale files
+    summary = (workdir / "a" / "report" / "results_long.csv").read_text()
+    assert summary.count("digits") == 2  # both runs' cells: the report covers the whole folder
+    assert run_cli(capsys, *args, "--shots", "1", "--out", "b")[0] == 0
+    code, out, err = run_cli(capsys, "report", "a", "b", "-o", "merged")
+    assert code == 0, err
+    assert (workdir / "merged" / "results_long.csv").read_text().count("digits") == 2  # same key counted once
+    assert "2 results from 2 folder(s)" in out
+
+    (workdir / "mine").mkdir()
+    (workdir / "mine" / "notes.txt").write_text("keep me")
+    code, _, err = run_cli(capsys, "report", "a", "-o", "mine")
+    assert code == 2 and "is not a vitbench report" in err and (workdir / "mine" / "notes.txt").exists()
+
+
+def test_optional_field_is_not_part_of_the_key():
+    from vitbench.suites import parse_suite
+
+    import tomllib
+
+    raw = tomllib.loads(STUDY)
+    plain = parse_suite(raw, "x").task("absent")
+    raw["tasks"][1]["optional"] = False
+    assert plain.optional and plain.to_dict() == parse_suite(raw, "x").task("absent").to_dict()
+
+
+def test_fewshot_suite_marks_imagenet_optional():
+    from vitbench.suites import load_suite
+
+    suite = load_suite("fewshot")
+    assert [t.name for t in suite.tasks if t.optional] == ["imagenet"]
