@@ -162,3 +162,45 @@ def test_fewshot_suite_marks_imagenet_optional():
 
     suite = load_suite("fewshot")
     assert [t.name for t in suite.tasks if t.optional] == ["imagenet"]
+
+
+def test_reports_swapped_in_by_workers_finishing_at_once_stay_whole(tmp_path):
+    import threading
+
+    from vitbench.commands.study import _swap_in
+
+    target = tmp_path / "report"
+    built = []
+    for i in range(8):
+        d = tmp_path / f".built{i}"
+        d.mkdir()
+        (d / "index.html").write_text(f"report {i}")
+        (d / f"plot{i}.png").write_text("x")
+        built.append(d)
+    threads = [threading.Thread(target=_swap_in, args=(d, target)) for d in built]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    names = sorted(p.name for p in target.iterdir())
+    assert len(names) == 2 and names[0] == "index.html"  # one complete report, no plots of the others
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]  # nothing left aside
+
+
+def test_progress_lines_are_throttled_and_logged(tmp_path):
+    import io
+
+    from vitbench.runlog import ProgressLines, RunLog, eta_text
+
+    assert [eta_text(s) for s in (None, 5, 75, 3725)] == ["?", "5s", "1m15s", "1h02m"]
+    stream = io.StringIO()
+    log = RunLog(tmp_path, tag="t")
+    lines = ProgressLines(3, every_s=3600, stream=stream, log=log)
+    lines.cell_started(0, "a")
+    for i in range(100):
+        lines.step("batches", i + 1, 100)  # within the interval: not printed
+    lines.cell_ended("ok")
+    log.close()
+    printed = stream.getvalue().splitlines()
+    assert len(printed) == 2 and printed[0].startswith("cell 1/3 a: started") and "ok in" in printed[1]
+    assert "run ETA" in printed[1] and log.path.name.startswith("t-") and len(log.path.read_text().splitlines()) == 2

@@ -9,7 +9,10 @@ when a cell failed (`--fail-fast`: 2 at the first failure, with its line).
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -52,37 +55,59 @@ class StudyOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def fresh_report_dir(path: Path) -> Path:
-    """An empty report folder at `path`: a previous vitbench report there is removed first (no stale plot
-    stays); a non-empty folder that is not a vitbench report is refused."""
-    path = Path(path)
-    if path.exists() and any(path.iterdir()):
-        if not (path / REPORT_MARK).is_file():
-            raise VitbenchError(f"report folder {str(path)!r} is not empty and is not a vitbench report; "
-                                "pass --report-dir (or -o) with a new or empty folder")
-        shutil.rmtree(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        (path / REPORT_MARK).write_text("written by vitbench; rebuilt (emptied) on every report\n")
-    except OSError as exc:
-        raise VitbenchError(f"cannot create report folder {str(path)!r} ({exc.strerror}); pass --report-dir with a writable folder")
-    return path
+def _check_report_target(path: Path) -> None:
+    if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / REPORT_MARK).is_file())):
+        raise VitbenchError(f"report folder {str(path)!r} is not empty and is not a vitbench report; "
+                            "pass --report-dir (or -o) with a new or empty folder")
+
+
+def _swap_in(built: Path, target: Path) -> None:
+    """Replace the report folder `target` by `built` (renames: readers see the old or the new report, and
+    workers finishing at once each leave a complete one; the old files go, so no stale plot stays)."""
+    for _ in range(5):
+        old = target.with_name(f".{target.name}.old-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}")
+        try:
+            os.rename(target, old)
+        except FileNotFoundError:
+            old = None
+        try:
+            os.rename(built, target)
+        except OSError:  # another worker put its report there in between: retry
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+            continue
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return
+    raise OSError(f"could not replace {target}")
 
 
 def write_report(records: list[dict[str, Any]], target: Path, title: str) -> dict[str, Path] | None:
-    """Rebuild the report of `records` (failure records included: the report lists them apart) in `target`."""
+    """Rebuild the report of `records` (failure records included: the report lists them apart) in `target`:
+    built in a temporary folder beside it, then swapped in; a non-vitbench folder there is refused."""
     from vitbench import results
     from vitbench.report import build_report
 
     if not results.ok_records(records):
         return None
-    return build_report(records, fresh_report_dir(target), title=title)
+    target = Path(target)
+    _check_report_target(target)
+    built = target.with_name(f".{target.name}.tmp-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}")
+    try:
+        built.mkdir(parents=True)
+        (built / REPORT_MARK).write_text("written by vitbench; replaced as a whole on every report\n")
+        paths = build_report(records, built, title=title)
+        _swap_in(built, target)
+    except OSError as exc:
+        raise VitbenchError(f"cannot write the report in {str(target)!r} ({exc.strerror or exc}); pass --report-dir "
+                            "with a writable folder, or run `vitbench report` later") from None
+    finally:
+        shutil.rmtree(built, ignore_errors=True)
+    return {name: target / Path(p).relative_to(built) for name, p in paths.items()}
 
 
 def _progress_printer(todo, out_dir: Path, ctx, opts: StudyOptions, log):
     """(on_start, on_end, close) driving rich bars on a terminal, plain lines (and the run log) otherwise."""
-    import os
-
     from vitbench.runlog import ProgressLines
 
     bars = err.is_terminal or os.environ.get("VITBENCH_PROGRESS") == "1"
@@ -145,6 +170,8 @@ def run_study(the_plan, suite_name: str, out_dir: Path, settings, opts: StudyOpt
 
     if opts.executor not in executors.EXECUTORS:
         raise VitbenchError(f"--executor must be one of {list(executors.EXECUTORS)}, got {opts.executor!r}")
+    if opts.extra.get("report", True):
+        _check_report_target(opts.report_dir or Path(out_dir) / "report")  # refused now, not after the run
     log = RunLog(out_dir)
     log.write(f"command: {' '.join(sys.argv)}")
     log.write(f"{suite_name}: {len(the_plan.cells)} cells, {len(the_plan.todo)} to run, {len(the_plan.done)} done")
@@ -210,7 +237,12 @@ def _finish(the_plan, suite_name: str, out_dir: Path, outcome, opts: StudyOption
     if opts.extra.get("report", True):
         target = opts.report_dir or Path(out_dir) / "report"
         n_ok = len(results.ok_records(everything))
-        paths = write_report(everything, target, title=f"vitbench: {suite_name} ({out_dir})")
+        try:
+            paths = write_report(everything, target, title=f"vitbench: {suite_name} ({out_dir})")
+        except VitbenchError as exc:  # the records are written; the report can be rebuilt any time
+            err.print(f"[yellow]warning[/]: {exc}", highlight=False)
+            log.write(f"report not written: {exc}")
+            paths = None
         if paths:
             out.print(f"report: {paths['html']}  (CSV: {paths['csv']}; all {n_ok} results in {out_dir})")
     log.write(f"end: {len(written)} written, {len(outcome.failed)} failed, {len(outcome.skipped)} skipped, "
