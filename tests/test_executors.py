@@ -27,6 +27,13 @@ num_classes = 10
 source = { kind = "digits" }
 splits = { train = "all[:200]", test = "all[200:400]" }
 """
+BROKEN = """
+[[tasks]]
+name = "broken"
+num_classes = 10
+source = { kind = "imagefolder", id = "/nonexistent/vitbench-broken" }
+splits = { train = "train", test = "val" }
+"""
 
 
 @pytest.mark.parametrize("env, expected", [
@@ -70,12 +77,14 @@ def _run(capsys, *args):
 @pytest.mark.slow
 def test_local_executor_with_worker_processes_runs_each_cell_once(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "ex.toml").write_text(SUITE)
-    code, cap = _run(capsys, "fewshot", "--suite", "ex.toml", "--shots", "1,2,3", "--out", "res", "--workers", "2", "--no-report")
-    assert code == 0, cap.err
+    (tmp_path / "ex.toml").write_text(SUITE + BROKEN)
+    code, cap = _run(capsys, "fewshot", "--suite", "ex.toml", "--shots", "1,2,3", "--out", "res", "--workers", "2", "--no-report",
+                     "--tasks", "digits,broken")
+    assert code == 1, cap.err
     assert "2 workers: cpu, cpu" in cap.out and "records: 3 written" in cap.out
+    assert "failed: 3 cell(s)" in cap.out  # each failure listed once, whichever worker saw it
     recs = [json.loads(p.read_text()) for p in (tmp_path / "res").rglob("*.json")]
-    assert len(recs) == 3 and all(r["status"] == "ok" for r in recs)
+    assert sorted(r["status"] for r in recs) == ["failed"] * 3 + ["ok"] * 3
     logs = list((tmp_path / "res" / "logs").glob("worker*.log"))
     assert len(logs) == 2
     done = [line for p in logs for line in p.read_text().splitlines() if line.split()[1:2] == ["done"] and "->" in line]

@@ -17,7 +17,7 @@ import multiprocessing as mp
 import os
 import queue
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -299,6 +299,3 @@ def wait_slurm(jobs, cells: list[Cell]) -> Outcome:
                                 f"see {job.paths.stderr}") from None
     return total
 
-
-def settings_dict(settings: Settings) -> dict[str, Any]:
-    return asdict(settings)

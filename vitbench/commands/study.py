@@ -212,6 +212,7 @@ def run_study(the_plan, suite_name: str, out_dir: Path, settings, opts: StudyOpt
 def _finish(the_plan, suite_name: str, out_dir: Path, outcome, opts: StudyOptions, log) -> int:
     from vitbench import results
 
+    _dedupe(outcome)  # worker processes each see the others' cells settle
     everything = results.load_records(out_dir) if Path(out_dir).is_dir() else []
     keys = {c.key for c in the_plan.cells}
     mine = [r for r in results.ok_records(everything) if r["key"] in keys]
@@ -249,6 +250,19 @@ def _finish(the_plan, suite_name: str, out_dir: Path, outcome, opts: StudyOption
               f"{len(outcome.elsewhere)} done elsewhere")
     log.close()
     return 1 if outcome.failed or outcome.stopped else 0
+
+
+def _dedupe(outcome) -> None:
+    written = {c.key for c, _, _ in outcome.written}
+    seen: set[str] = set()
+    failed = []
+    for cell, rec in outcome.failed:
+        if cell.key not in seen and cell.key not in written:
+            seen.add(cell.key)
+            failed.append((cell, rec))
+    outcome.failed = failed
+    outcome.elsewhere = list({c.key: c for c in outcome.elsewhere if c.key not in written and c.key not in seen}.values())
+    outcome.skipped = list({c.key: (c, why) for c, why in outcome.skipped}.values())
 
 
 def settings_for(out_dir: Path, data_root, cache_dir, device: str, skip_corrupt: bool, force: bool, opts: StudyOptions):
