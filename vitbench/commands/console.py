@@ -20,15 +20,17 @@ out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
-def print_summary(records: list[dict[str, Any]], name: str) -> None:
-    from vitbench.report import summary_table
+def print_summary(records: list[dict[str, Any]], name: str, analysis=None) -> None:
+    """The few-shot tasks x shots table and the per-definition summary (the report's own tables)."""
+    from vitbench.report import analyse
 
-    fewshot = [r for r in records if r.get("method") == "fewshot"]
-    if fewshot:
-        from vitbench.runners.fewshot import fewshot_table, summarize_fewshot
-
-        print_frame(fewshot_table(summarize_fewshot(fewshot)), title=f"{name}: few-shot accuracy (%), mean ± std over seeds")
-    print_frame(summary_table(records), title=f"{name}: results (mean ± std over seeds)")
+    a = analysis if analysis is not None else analyse(records)
+    for w in a.warnings:
+        err.print(Text(f"note: {w}"), soft_wrap=True)
+    if not a.fewshot.empty:
+        print_frame(a.fewshot, title=f"{name}: few-shot accuracy (%), mean ± std over seeds")
+    summary = a.summary.drop(columns=["mean", "std"]) if not a.summary.empty else a.summary
+    print_frame(summary, title=f"{name}: results (mean ± std over seeds)")
 
 
 def run_with_progress(todo, out_dir: Path, ctx) -> list:
