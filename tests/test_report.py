@@ -19,7 +19,7 @@ def rec(task, group, value, *, seed=0, model="vit_l16", method="finetune", pretr
                                           "method": method, "params": params, "seed": seed, "img_size": img_size}
     return {
         "suite": suite, "task": task, "group": group, "model": model, "weights_id": weights, "random_init": False,
-        "method": method, "params": params, "seed": seed, "key": f"{suite}-{task}-{seed}-{json.dumps(params, sort_keys=True)}-{model}",
+        "method": method, "params": params, "seed": seed, "key": f"{suite}-{task}-{seed}-{json.dumps(params, sort_keys=True)}-{model}-{weights}-{pretrain}-{img_size}",
         "metrics": {metric: value}, "details": details or {}, "cell": cell, "versions": {"vitbench": "0.1.0"},
         "provenance": {"weights": {"pretrained_data": pretrain, "random_init": False}, **(prov or {})},
         "timestamp": f"2026-01-0{seed + 1}T00:00:00+00:00",

@@ -34,7 +34,8 @@ rows.forEach(r=>body.appendChild(r));table.dataset.sorted=i+(desc?':desc':':asc'
 document.querySelectorAll('table.sortable').forEach(t=>{[...t.tHead.rows[0].cells].forEach((th,i)=>{
 th.title='click to sort';th.addEventListener('click',()=>{const desc=t.dataset.sorted===i+':asc';vbSort(t,i,desc)})})});
 (function(){const m=location.hash.match(/^#sort=([\w-]+):(\d+)(:desc)?$/);if(!m)return;
-const t=document.getElementById(m[1]);if(t&&t.tBodies.length)vbSort(t,+m[2],!!m[3])})();
+const t=document.getElementById(m[1]);if(!t||!t.tHead)return;const th=t.tHead.rows[0].cells[+m[2]];if(!th)return;
+th.click();if(m[3])th.click()})();
 """
 
 

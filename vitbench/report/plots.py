@@ -52,7 +52,13 @@ def _panels(n: int, w: float = 3.6, h: float = 2.9):
 
 
 def _save(fig, path: Path, legend_ax=None) -> Path:
-    handles, labels = (legend_ax or fig.axes[0]).get_legend_handles_labels()
+    """Save with one legend below the panels, gathered from every panel (each label once)."""
+    seen: dict[str, Any] = {}
+    for ax in [legend_ax] if legend_ax is not None else fig.axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(lab, h)
+    labels = list(seen)[:3 * MAX_LINES]
+    handles = [seen[lab] for lab in labels]
     if labels:
         fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=7, frameon=False)
         fig.tight_layout(rect=(0, min(0.3, 0.04 * ((len(labels) + 2) // 3) + 0.02), 1, 1))
@@ -111,7 +117,13 @@ def pretrain_size_plot(agg: pd.DataFrame, reference: pd.DataFrame, path: Path) -
         return fig_
     ref = reference[reference["source"].str.startswith("Table 5")]
     ref = ref.assign(x=[pretrain_images(p) for p in ref["pretrain"]])
-    tasks = list(dict.fromkeys(ft["task"]))[:MAX_PANELS]
+    # a panel needs a curve: the paper's Table 5 line for the task, or measured points at two dataset sizes
+    spread = ft.groupby("task")["x"].nunique()
+    tasks = [t for t in dict.fromkeys(ft["task"]) if t in set(ref["task"]) or spread[t] > 1][:MAX_PANELS]
+    if not tasks:
+        fig_.reason = ("too little data: needs fine-tuning results on a dataset of the paper's Table 5 (ImageNet, "
+                       "CIFAR-10/100, Pets, Flowers) or on one task from weights pre-trained on two datasets of different size")
+        return fig_
     fig, axes = _panels(len(tasks))
     for ax, task in zip(axes, tasks):
         part = ft[ft["task"] == task]
@@ -120,7 +132,7 @@ def pretrain_size_plot(agg: pd.DataFrame, reference: pd.DataFrame, path: Path) -
             ax.plot(pts["x"], pts["value"], "--", marker="x", alpha=0.7, label=plain(f"paper {model}"))
         for _, pts in list(part.groupby("row_id", sort=False))[:MAX_LINES]:
             ax.errorbar(pts["x"], pts["mean"], yerr=pts["std"], marker="o", ls="none", capsize=3,
-                        label=plain(f"measured {pts.iloc[0]['model']} {pts.iloc[0]['row_setting']}"))
+                        label=plain(f"measured {pts.iloc[0]['model']} {pts.iloc[0]['pretrain']} [{pts.iloc[0]['row_setting']}]"))
         _finish(ax, task, "pre-training images", log=True)
     fig_.path = _save(fig, path)
     return fig_
@@ -145,13 +157,21 @@ def fewshot_pretrain_plot(agg: pd.DataFrame, path: Path) -> Figure:
         fig_.reason = ("too little data: needs few-shot results from weights with a known pre-training dataset "
                        "(ImageNet-1k, ImageNet-21k or JFT-300M)")
         return fig_
-    tasks = list(dict.fromkeys(fs["task"]))[:MAX_PANELS]
+    spread = fs.groupby("task")["x"].nunique()
+    tasks = [t for t in dict.fromkeys(fs["task"]) if spread[t] > 1][:MAX_PANELS]
+    if not tasks:
+        fig_.reason = ("too little data: needs few-shot results on one task from weights pre-trained on at least two "
+                       "datasets of different size (e.g. ImageNet-1k and ImageNet-21k)")
+        return fig_
     fig, axes = _panels(len(tasks))
     for ax, task in zip(axes, tasks):
         part = fs[fs["task"] == task]
         for (model, shots, line), pts in list(part.groupby(["model", "shots", "row_setting"], sort=False))[:MAX_LINES]:
             pts = pts.sort_values("x")
-            ax.errorbar(pts["x"], pts["mean"], yerr=pts["std"], marker="o", capsize=3, label=plain(f"{model} {line}"))
+            # a line joins weights of different pre-training data only when nothing else differs (one point per x)
+            joined = not pts["x"].duplicated().any()
+            ax.errorbar(pts["x"], pts["mean"], yerr=pts["std"], marker="o", capsize=3, ls="-" if joined else "none",
+                        label=plain(f"{model} {line}" + ("" if joined else " (several definitions: points only)")))
         _finish(ax, task, "pre-training images", log=True)
     fig_.path = _save(fig, path)
     return fig_
@@ -178,7 +198,7 @@ def compute_plot(agg: pd.DataFrame, path: Path) -> Figure:
                 ax.plot(pts["exaflops"], pts[task], "--", marker="x", alpha=0.6, label=plain(f"paper {family} (Table 6)"))
         for _, pts in list(ft[ft["task"] == task].groupby("row_id", sort=False))[:MAX_LINES]:
             ax.errorbar(pts["x"], pts["mean"], yerr=pts["std"], marker="o", ls="none", capsize=3,
-                        label=plain(f"measured {pts.iloc[0]['model']} {pts.iloc[0]['method']}"))
+                        label=plain(f"measured {pts.iloc[0]['model']} {pts.iloc[0]['pretrain']} {pts.iloc[0]['method']}"))
         _finish(ax, task, "pre-training compute (exaFLOPs)", log=True)
     fig_.path = _save(fig, path)
     return fig_
