@@ -23,9 +23,9 @@ import pandas as pd  # noqa: E402
 from vitbench.models.registry import pretrain_exaflops, pretrain_images  # noqa: E402
 
 TABLE6_CSV = Path(__file__).resolve().parent / "reference" / "table6.csv"
-MAX_PANELS = 20
+MAX_PANELS = 8
 MAX_LINES = 12
-DPI = 90
+DPI = 80
 
 
 @dataclass
@@ -52,19 +52,23 @@ def _panels(n: int, w: float = 3.6, h: float = 2.9):
 
 
 def _save(fig, path: Path, legend_ax=None) -> Path:
-    """Save with one legend below the panels, gathered from every panel (each label once)."""
+    """Save with one legend below the panels, gathered from every panel (each label once).
+
+    Margins are set from the figure size instead of `tight_layout`, which costs seconds on many panels."""
     seen: dict[str, Any] = {}
     for ax in [legend_ax] if legend_ax is not None else fig.axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(lab, h)
     labels = list(seen)[:3 * MAX_LINES]
     handles = [seen[lab] for lab in labels]
+    w, h = fig.get_size_inches()
+    legend_in = 0.18 * ((len(labels) + 2) // 3) + 0.1 if labels else 0.0
+    bottom = (0.55 + legend_in) / h
+    fig.subplots_adjust(left=0.75 / w, right=1 - 0.15 / w, top=1 - 0.3 / h, bottom=bottom, hspace=0.75, wspace=0.4)
     if labels:
-        fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=7, frameon=False)
-        fig.tight_layout(rect=(0, min(0.3, 0.04 * ((len(labels) + 2) // 3) + 0.02), 1, 1))
-    else:
-        fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+        fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=7, frameon=False,
+                   bbox_to_anchor=(0.5, 0.0))
+    fig.savefig(path, dpi=DPI, pil_kwargs={"compress_level": 3})  # fast PNG compression; size barely changes
     plt.close(fig)
     return Path(path)
 
@@ -87,10 +91,11 @@ def shots_plot(agg: pd.DataFrame, path: Path) -> Figure:
         part = fs[fs["task"] == task]
         for _, line in list(part.groupby("line_id", sort=False))[:MAX_LINES]:
             line = line.sort_values("shots")
-            ax.errorbar(line["shots"], line["mean"], yerr=line["std"], marker="o", capsize=3, label=plain(_line_label(line.iloc[0])))
+            ax.errorbar(line["shots"], line["mean"], yerr=line["std"], marker="o", ms=4, capsize=2, label=plain(_line_label(line.iloc[0])))
         ax.set_xscale("log")
         ax.set_xticks(sorted(part["shots"].unique()))
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.get_xaxis().set_minor_locator(matplotlib.ticker.NullLocator())  # log minor ticks: clutter, and slow to draw
         ax.set_title(plain(task), fontsize=9)
         ax.set_xlabel("examples per class")
         ax.set_ylabel("accuracy (%)")
@@ -141,6 +146,7 @@ def pretrain_size_plot(agg: pd.DataFrame, reference: pd.DataFrame, path: Path) -
 def _finish(ax, task: str, xlabel: str, log: bool) -> None:
     if log:
         ax.set_xscale("log")
+        ax.get_xaxis().set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_title(plain(task), fontsize=9)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy (%)")
@@ -205,8 +211,11 @@ def compute_plot(agg: pd.DataFrame, path: Path) -> Figure:
 
 
 def fewshot_vs_finetune_plot(agg: pd.DataFrame, path: Path) -> Figure:
-    """Per task: few-shot accuracy at each shot count beside fine-tuning, one panel per model / weights."""
-    fig_ = Figure("Few-shot vs fine-tuning per task", caption="Bars: mean over seeds; error bars: std over seeds.")
+    """Per task: few-shot accuracy (y, one series per shot count) against fine-tuning accuracy (x) of the same
+    model and weights; one panel per model / weights, the diagonal marks equal accuracy."""
+    fig_ = Figure("Few-shot vs fine-tuning per task",
+                  caption="One point per task: x = fine-tuning, y = few-shot (one colour per setting); error bars: "
+                          "std over seeds; dashed: equal accuracy. Tasks are named beside their points when few.")
     sub = agg[agg["stage"] != "select"] if not agg.empty else agg
     both = set(sub.loc[sub["method"] == "fewshot", "task"]) & set(sub.loc[sub["method"] == "finetune", "task"]) if not sub.empty else set()
     if not both:
@@ -214,20 +223,32 @@ def fewshot_vs_finetune_plot(agg: pd.DataFrame, path: Path) -> Figure:
         return fig_
     sub = sub[sub["task"].isin(both) & sub["method"].isin(["fewshot", "finetune"])]
     groups = list(sub.groupby(["model", "weights_id"], sort=False))[:MAX_PANELS]
-    fig, axes = _panels(len(groups), w=5.5, h=3.2)
+    fig, axes = _panels(len(groups), w=4.2, h=3.8)
     for ax, ((model, wid), part) in zip(axes, groups):
-        tasks = list(dict.fromkeys(part["task"]))
-        bars = list(dict.fromkeys(part["setting"] if part["setting"].nunique() <= MAX_LINES else part["setting"].iloc[:MAX_LINES]))
-        width = 0.8 / max(1, len(bars))
-        for i, setting in enumerate(bars):
-            pts = part[part["setting"] == setting].drop_duplicates("task")
-            xs = [tasks.index(t) + i * width for t in pts["task"]]
-            ax.bar(xs, pts["mean"], width, yerr=pts["std"], capsize=2, label=plain(setting))
-        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(tasks))])
-        ax.set_xticklabels([plain(t) for t in tasks], rotation=30, ha="right", fontsize=7)
-        ax.set_ylabel("accuracy (%)")
-        ax.set_title(plain(f"{model} {wid}"), fontsize=9)
-        ax.grid(alpha=0.3, axis="y")
+        ft = part[part["method"] == "finetune"]
+        if ft["task"].duplicated().any():  # several fine-tuning definitions: one series per definition
+            ft_sets = list(ft.groupby("row_id", sort=False))
+        else:
+            ft_sets = [("", ft)]
+        fs = part[part["method"] == "fewshot"]
+        for _, ft_part in ft_sets[:3]:
+            x = dict(zip(ft_part["task"], zip(ft_part["mean"], ft_part["std"])))
+            for setting, pts in list(fs.groupby("setting", sort=False))[:MAX_LINES]:
+                pts = pts[pts["task"].isin(x)].drop_duplicates("task")
+                xs = [x[t] for t in pts["task"]]
+                label = setting if len(ft_sets) == 1 else f"{setting} vs {ft_part['setting'].iloc[0]}"
+                ax.errorbar([v[0] for v in xs], pts["mean"], xerr=[v[1] for v in xs], yerr=pts["std"], fmt="o", ms=4,
+                            capsize=0, label=plain(label))
+            if len(x) <= 8:
+                for t, (m, _) in x.items():
+                    ax.annotate(plain(t), (m, m), fontsize=6, alpha=0.7)
+        lo, hi = ax.get_xlim()
+        ax.plot([0, 100], [0, 100], "--", color="grey", lw=0.8)
+        ax.set_xlim(max(0, lo - 5), min(100, hi + 5))
+        ax.set_xlabel("fine-tuning accuracy (%)")
+        ax.set_ylabel("few-shot accuracy (%)")
+        ax.set_title(plain(f"{model} {wid}"), fontsize=8)
+        ax.grid(alpha=0.3)
     fig_.path = _save(fig, path)
     return fig_
 
@@ -267,13 +288,13 @@ def _num(text: Any) -> float:
 
 
 def loss_curve_plot(curves: list[dict[str, Any]], path: Path) -> Figure:
-    """Training loss against step for up to 20 fine-tuning runs (`curves`: label + loss_curve)."""
-    fig_ = Figure("Fine-tuning loss", caption="Training loss (log scale) of up to 20 fine-tuning runs.")
+    """Training loss against step for up to 10 fine-tuning runs (`curves`: label + loss_curve)."""
+    fig_ = Figure("Fine-tuning loss", caption="Training loss (log scale) of up to 10 fine-tuning runs (all are in the records).")
     if not curves:
         fig_.reason = "too little data: no fine-tuning record carries a loss curve"
         return fig_
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for c in curves[:20]:
+    for c in curves[:10]:
         ax.plot([p["step"] for p in c["curve"]], [p["loss"] for p in c["curve"]], label=plain(c["label"]))
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")

@@ -161,16 +161,19 @@ def fewshot_table(agg: pd.DataFrame, line_defs: dict[str, dict]) -> pd.DataFrame
         for rid, grp in part.groupby("line_id", sort=False):
             base = {"suite": suite, "model": model, "weights": wid if pretrain != "random-init" else f"{wid} (random-init)",
                     "l2": l2_label, "definition": rid}
-            for task, g in grp.groupby("task", sort=False):
+            cells: dict[tuple, list] = {}
+            for task, s, m, sd, n in zip(grp["task"], grp["shots"], grp["mean"], grp["std"], grp["n"]):
+                cells.setdefault((task, int(s)), []).append((m, sd, int(n)))
+            for task in dict.fromkeys(grp["task"]):
                 row = {**base, "task": task}
                 for s in shots:
-                    hit = g[g["shots"] == s]
-                    row[f"{s}-shot"] = fmt(hit["mean"].iloc[0], hit["std"].iloc[0], int(hit["n"].iloc[0])) if len(hit) else "missing"
+                    hit = cells.get((task, s), [])
+                    row[f"{s}-shot"] = fmt(*hit[0]) if len(hit) == 1 else ("missing" if not hit else f"multiple definitions ({len(hit)})")
                 rows.append(row)
             row = {**base, "task": "mean over tasks"}
             for s in shots:
-                hit = grp[grp["shots"] == s]
-                row[f"{s}-shot"] = f"{hit['mean'].mean():.2f} (over {len(hit)} task{'s' if len(hit) > 1 else ''})" if len(hit) else "missing"
+                vals = [v[0][0] for (t, k), v in cells.items() if k == s and len(v) == 1]
+                row[f"{s}-shot"] = f"{sum(vals) / len(vals):.2f} (over {len(vals)} task{'s' if len(vals) > 1 else ''})" if vals else "missing"
             rows.append(row)
     table = pd.DataFrame(rows)
     return _label_row_definitions(table, line_defs, ["suite", "model", "weights", "l2", "task"])

@@ -39,13 +39,18 @@ def vtab_columns(agg: pd.DataFrame) -> dict[str, list[str]]:
 
 def _seed_std(long: pd.DataFrame, tasks: list[str]) -> float:
     """Std over seeds of the per-seed mean over `tasks`, using the seeds every task has (0 if < 2 such seeds)."""
-    part = long[long["task"].isin(tasks)]
-    if part.empty:
+    if not tasks or long.empty:
         return 0.0
-    pivot = part.pivot_table(index="seed", columns="task", values="value", aggfunc="mean").dropna()
-    if len(pivot) < 2 or pivot.shape[1] != len(tasks):
+    wanted = set(tasks)
+    per_seed: dict = {}
+    for task, seed, value in zip(long["task"], long["seed"], long["value"]):
+        if task in wanted and value == value:  # NaN-safe
+            per_seed.setdefault(seed, {}).setdefault(task, []).append(value)
+    means = [sum(sum(v) / len(v) for v in by_task.values()) / len(tasks)
+             for by_task in per_seed.values() if len(by_task) == len(wanted)]
+    if len(means) < 2:
         return 0.0
-    return float(pivot.mean(axis=1).std(ddof=1))
+    return float(pd.Series(means).std(ddof=1))
 
 
 def vtab_table(agg: pd.DataFrame, long: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -56,16 +61,18 @@ def vtab_table(agg: pd.DataFrame, long: pd.DataFrame) -> tuple[pd.DataFrame, pd.
         return pd.DataFrame(), pd.DataFrame()
     cols = vtab_columns(sub)
     display, numeric = [], []
+    long_by_row = dict(tuple(long[long["group"].isin(VTAB_GROUPS)].groupby("row_id", sort=False)))
     for key, part in sub.groupby(ROW_KEYS, sort=False, dropna=False):
         ident = dict(zip(ROW_KEYS, key))
-        rlong = long[long["row_id"] == ident["row_id"]]
+        rlong = long_by_row.get(ident["row_id"], long.iloc[:0])
+        by_task = dict(tuple(part.groupby("task", sort=False)))
         shown = {"model": ident["model"], "weights": ident["weights_id"], "pretrain": ident["pretrain"],
                  "method": ident["method"], "setting": ident["row_setting"]}
         num = dict(shown, suite=ident["suite"], weights_id=ident["weights_id"])
         task_means: dict[str, float] = {}
         for g in VTAB_GROUPS:
             for task in cols[g]:
-                hit = part[part["task"] == task]
+                hit = by_task.get(task, part.iloc[:0])
                 if len(hit) > 1:
                     shown[task], num[task] = MULTIPLE.format(n=len(hit)), float("nan")
                 elif len(hit):
