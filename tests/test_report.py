@@ -55,6 +55,7 @@ def test_different_definitions_are_never_pooled_and_say_how_they_differ():
     labels = set(a.summary["definition"])
     assert any("params.precision=float32" in x for x in labels) and any("vitbench=9.9" in x for x in labels)
     assert len(a.fewshot[a.fewshot["task"] == "dtd"]) == 3  # three rows, never one pooled row
+    assert a.agg["line_id"].nunique() == 3  # three separate curves in the accuracy-vs-shots figure
 
 
 def test_vtab_table_means_by_hand():

@@ -74,12 +74,20 @@ def _data_warnings(recs: list[dict[str, Any]], long: pd.DataFrame) -> list[str]:
     if not long.empty and (long["pretrain"] == "random-init").any():
         out.append("Some results come from randomly initialised weights (random-init): they test the pipeline, "
                    "not a pretrained backbone, and are not comparable with the paper.")
-    for flag, text in (("lossy", "Lossy (JPEG) copies of the data were used for: {}."),
-                       ("incomplete", "Incomplete copies of VTAB-1k subsets (fewer than 800/200/1000 images) were used for: {}.")):
-        hit = sorted({str(r.get("task")) for r in recs if any((((r.get("provenance") or {}).get(s) or {}) if isinstance(
-            (r.get("provenance") or {}).get(s), dict) else {}).get(flag) for s in ("train", "test"))})
-        if hit:
-            out.append(text.format(", ".join(hit)))
+    flagged: dict[str, set] = {"lossy": set(), "incomplete": set()}
+    for r in recs:
+        prov = r.get("provenance") or {}
+        for split in ("train", "test"):
+            info = prov.get(split)
+            if isinstance(info, dict):
+                for flag in flagged:
+                    if info.get(flag):
+                        flagged[flag].add(str(r.get("task")))
+    if flagged["lossy"]:
+        out.append(f"Lossy (JPEG) copies of the data were used for: {', '.join(sorted(flagged['lossy']))}.")
+    if flagged["incomplete"]:
+        out.append("Incomplete copies of VTAB-1k subsets (fewer than 800/200/1000 images) were used for: "
+                   f"{', '.join(sorted(flagged['incomplete']))}.")
     notes = sorted({n for n in long.get("note", pd.Series(dtype=object)) if n and "one task" in n})
     out += [f"Few-shot l2 selection: {n}." for n in notes]
     return out

@@ -93,6 +93,30 @@ def line_definition(rec: dict[str, Any]) -> dict[str, Any]:
     return defn
 
 
+def freeze(obj: Any) -> Any:
+    """A hashable, order-independent stand-in for a JSON value (dicts -> sorted tuples)."""
+    if isinstance(obj, dict):
+        return tuple(sorted((str(k), freeze(v)) for k, v in obj.items()))
+    if isinstance(obj, (list, tuple)):
+        return tuple(freeze(v) for v in obj)
+    return obj
+
+
+class IdMemo:
+    """definition_id(make(rec)) for many records, hashing each distinct definition once: a record's small
+    identifying parts are frozen into a dict key first (cheap), the canonical JSON is built only when new."""
+
+    def __init__(self, make):
+        self.make, self.ids = make, {}
+
+    def __call__(self, rec: dict[str, Any]) -> str:
+        defn = self.make(rec)
+        key = freeze(defn)
+        if key not in self.ids:
+            self.ids[key] = definition_id(defn)
+        return self.ids[key]
+
+
 def definition_id(defn: dict[str, Any]) -> str:
     """Short hash of a definition: records that differ only by seed share it."""
     from vitbench.cells import canonical_json

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from vitbench.report.fewshot_select import choose_l2
-from vitbench.report.records import definition, definition_id, differences, line_definition, row_definition
+from vitbench.report.records import IdMemo, definition, definition_id, differences, line_definition, row_definition
 
 VTAB_GROUPS = ("natural", "specialized", "structured")
 
@@ -59,6 +59,7 @@ def tidy(records: list[dict[str, Any]], choice: dict | None = None) -> pd.DataFr
     and `row_id` (definition without the task). `choice`: `fewshot_select.choose_l2(records)` (default:
     computed from `records`)."""
     choice = choose_l2(records) if choice is None else choice
+    row_id, line_id = IdMemo(row_definition), IdMemo(line_definition)  # small definitions: hashed once each
     rows = []
     for rec in records:
         params = rec.get("params") or {}
@@ -82,8 +83,8 @@ def tidy(records: list[dict[str, Any]], choice: dict | None = None) -> pd.DataFr
             "method": str(rec.get("method")), "setting": setting_of(rec), "row_setting": setting_of(rec, per_task=False),
             "shots": float(shots) if isinstance(shots, (int, float)) else float("nan"), "stage": str(params.get("stage") or ""),
             "metric": metric, "seed": rec.get("seed"), "value": _percent(value), "chosen_l2": chosen, "note": note,
-            "def_id": definition_id(definition(rec)), "row_id": definition_id(row_definition(rec)),
-            "line_id": definition_id(line_definition(rec)), "key": rec.get("key"),
+            "def_id": definition_id(definition(rec)), "row_id": row_id(rec),
+            "line_id": line_id(rec), "key": rec.get("key"),
         })
     return pd.DataFrame(rows, columns=TIDY_COLUMNS)
 
