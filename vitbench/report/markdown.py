@@ -46,6 +46,6 @@ def write_markdown(path: Path, title: str, a, figures, footer) -> None:
         parts += ["", f"## {f.title}", ""]
         parts.append(f"![{f.title}]({f.path.name})\n\n{f.caption}" if f.path else f"_{f.reason}_")
     if a.failed:
-        parts += ["", f"## Failed cells", "", f"{len(a.failed)} failed cell(s), not counted as results."]
+        parts += ["", "## Failed cells", "", f"{len(a.failed)} failed cell(s), not counted as results."]
     parts += ["", "## Provenance", ""] + [f"- **{k}:** {v}" for k, v in footer]
     Path(path).write_text("\n".join(parts) + "\n", encoding="utf-8")

@@ -171,6 +171,8 @@ def fewshot_table(agg: pd.DataFrame, line_defs: dict[str, dict]) -> pd.DataFrame
                     hit = cells.get((task, s), [])
                     row[f"{s}-shot"] = fmt(*hit[0]) if len(hit) == 1 else ("missing" if not hit else f"multiple definitions ({len(hit)})")
                 rows.append(row)
+            if len(set(grp["task"])) < 2:
+                continue  # a mean over one task repeats it
             row = {**base, "task": "mean over tasks"}
             for s in shots:
                 vals = [v[0][0] for (t, k), v in cells.items() if k == s and len(v) == 1]
