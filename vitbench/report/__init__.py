@@ -97,7 +97,7 @@ def _figures(a: Analysis, out_dir: Path) -> list[plots.Figure]:
     reference = load_reference()
     paper_rows = vtab.paper_vtab_rows(reference, set(a.vtab_numeric["model"]) if not a.vtab_numeric.empty else set())
     curves = [{"label": f"{r['task']} {r['model']} s{r.get('seed')}", "curve": r["details"]["loss_curve"]}
-              for r in a.records if r.get("method") == "finetune" and (r.get("details") or {}).get("loss_curve")][:10]
+              for r in a.records if (r.get("details") or {}).get("loss_curve")][:10]
     return [
         plots.vtab_groups_plot(a.vtab_numeric, paper_rows, out_dir / "vtab_groups.png"),
         plots.shots_plot(a.agg, out_dir / "fewshot_shots.png"),

@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from vitbench.errors import VitbenchError
-from vitbench.report.paper import PRETRAIN_ALIASES, load_reference, ref_method
+from vitbench.report.paper import PRETRAIN_ALIASES, load_reference
 from vitbench.report.tables import fmt
 
 REQUIRED = ("task", "model", "method", "metric", "value")
@@ -54,8 +54,7 @@ def compare_expected(analysis, expected: pd.DataFrame, tol: float, is_paper: boo
     """One row per (expected row, matching definition): expected, obtained, diff and status ok/outside/missing."""
     agg = analysis.agg[analysis.agg["stage"] != "select"] if not analysis.agg.empty else analysis.agg
     if not agg.empty:
-        agg = agg.assign(ref_method=[ref_method(m, s) for m, s in zip(agg["method"], agg["shots"])],
-                         ref_pretrain=agg["pretrain"].map(lambda p: PRETRAIN_ALIASES.get(p, p)))
+        agg = agg.assign(ref_pretrain=agg["pretrain"].map(lambda p: PRETRAIN_ALIASES.get(p, p)))
     comparable = {(r["task"], r["model"], r["pretrain"], r["method"], r["setting"]): r["comparable"]
                   for r in analysis.comparison.to_dict("records")} if is_paper else {}
     rows = []

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -34,19 +33,14 @@ def load_reference() -> pd.DataFrame:
     return _reference().copy()
 
 
-def ref_method(method: str, shots: Any) -> str:
-    """paper.csv's method name: 'finetune', or 'fewshot:<shots>'."""
-    return f"fewshot:{int(shots)}" if method == "fewshot" and pd.notna(shots) else method
-
-
 def paper_comparison(agg: pd.DataFrame, reps: dict[str, dict], reference: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per measured definition that has a paper number; `reps`: def_id -> one record of it."""
     ref = load_reference() if reference is None else reference
     sub = agg[agg["stage"] != "select"] if not agg.empty else agg  # dev-split scores are not test results
     if sub.empty:
         return pd.DataFrame(columns=COMPARISON_COLUMNS)
-    ours = sub.assign(ref_method=[ref_method(m, s) for m, s in zip(sub["method"], sub["shots"])],
-                      ref_pretrain=sub["pretrain"].map(lambda p: PRETRAIN_ALIASES.get(p, p)))
+    # `ref_method` (tidy): the paper.csv method each record compares with, as its method says (`paper_method`)
+    ours = sub.assign(ref_pretrain=sub["pretrain"].map(lambda p: PRETRAIN_ALIASES.get(p, p)))
     merged = ours.merge(ref, left_on=["model", "ref_pretrain", "task", "ref_method", "metric"],
                         right_on=["model", "pretrain", "task", "method", "metric"], suffixes=("", "_paper"))
     if merged.empty:

@@ -75,13 +75,13 @@ def _save(fig, path: Path, legend_ax=None) -> Path:
 
 def _line_label(r) -> str:
     w = r["pretrain"] if r["pretrain"] == "random-init" else r["weights_id"]
-    return f"{r['model']} {w} [{str(r['row_setting']).split(', ', 1)[-1]}]"
+    return f"{r['model']} {w} {r['method']} [{str(r['row_setting']).split(', ', 1)[-1]}]"
 
 
 def shots_plot(agg: pd.DataFrame, path: Path) -> Figure:
     """Few-shot accuracy vs examples per class (log x), one line per row definition, seed std bars."""
-    fig_ = Figure("Few-shot accuracy vs examples per class", caption="Error bars: std over seeds. One line per definition.")
-    fs = agg[(agg["method"] == "fewshot") & agg["shots"].notna()] if not agg.empty else agg
+    fig_ = Figure("Accuracy vs examples per class (few-shot)", caption="Error bars: std over seeds. One line per definition.")
+    fs = agg[agg["shots"].notna()] if not agg.empty else agg  # every method with a `shots` parameter
     if fs.empty or fs["shots"].nunique() < 2:
         fig_.reason = "too little data: needs few-shot results at two or more shot counts"
         return fig_

@@ -13,34 +13,54 @@ from typing import Any
 
 import pandas as pd
 
-from vitbench.report.fewshot_select import choose_l2
+from vitbench.methods import find_method
+from vitbench.methods.base import recorded_values
 from vitbench.report.records import IdMemo, definition, definition_id, differences, line_definition, row_definition
 
 VTAB_GROUPS = ("natural", "specialized", "structured")
 
 
 def setting_of(rec: dict[str, Any], per_task: bool = True) -> str:
-    """A short label of the method parameters, e.g. '5-shot, l2=1024'; `per_task=False` leaves out choices
-    made per task (a fine-tuning run's chosen lr), so the label can name a row spanning tasks."""
+    """A short label of the method parameters (the method's own `setting`, e.g. '5-shot, l2=1024');
+    `per_task=False` leaves out choices made per task (a fine-tuning run's chosen lr), so the label can name
+    a row spanning tasks."""
     p = rec.get("params") or {}
-    method = rec.get("method")
-    if method == "fewshot":
-        sel = p.get("l2_select", "fixed")
-        tail = f", l2={p.get('l2'):g}" if sel == "fixed" and isinstance(p.get("l2"), (int, float)) else f", l2 {sel}"
-        return f"{p.get('shots')}-shot{tail}"
-    if method == "finetune":
-        base = f"{p.get('steps')} steps, batch {p.get('batch_size')}"
-        if p.get("stage") == "select":
-            return f"{base}, lr {_g(p.get('lr'))} (dev: {p.get('select_train_split')} -> {p.get('select_eval_split')})"
-        if p.get("stage") == "final":
-            chosen = ((rec.get("details") or {}).get("lr_selection") or {}).get("chosen_lr")
-            grid = ", ".join(_g(v) for v in p.get("lr_grid") or [])
-            if per_task and chosen is not None:
-                return f"{base}, lr {_g(chosen)} chosen on dev from [{grid}]"
-            return f"{base}, lr chosen on dev from [{grid}]"
-        return f"{base}, lr {_g(p.get('lr'))}"
+    if not per_task and p.get("stage") == "final":
+        grid = ", ".join(_g(v) for v in p.get("lr_grid") or [])
+        return f"{p.get('steps')} steps, batch {p.get('batch_size')}, lr chosen on dev from [{grid}]"
+    method = find_method(rec.get("method"))
+    if method is not None:
+        try:
+            return method.setting(rec)
+        except (TypeError, ValueError):  # a record with missing or odd params: the generic label below
+            pass
     shown = [f"{k}={_g(v)}" for k, v in sorted(p.items()) if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
     return ", ".join(shown[:4])
+
+
+def record_values(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Record key -> {'value': headline number (fraction), plus method extras such as 'chosen_l2', 'note'}.
+
+    Each method reads its own records (`Method.values`), so selection that spans records (few-shot l2 chosen
+    across tasks, within one definition) is applied by the method that owns it.
+    """
+    by_method: dict[Any, list] = {}
+    for rec in records:
+        by_method.setdefault(rec.get("method"), []).append(rec)
+    out: dict[str, dict[str, Any]] = {}
+    for name, recs in by_method.items():
+        method = find_method(name)  # None: a method this version does not know; its metric as recorded
+        out.update(method.values(recs) if method is not None else recorded_values(recs))
+    return out
+
+
+def paper_method_of(rec: dict[str, Any]) -> str:
+    """The `method` of reference/paper.csv this record compares with (e.g. 'fewshot:5')."""
+    method = find_method(rec.get("method"))
+    try:
+        return method.paper_method(rec) if method is not None else str(rec.get("method"))
+    except (TypeError, ValueError):
+        return str(rec.get("method"))
 
 
 def _g(v: Any) -> str:
@@ -54,45 +74,39 @@ def pretrain_of(rec: dict[str, Any]) -> str:
     return str(weights.get("pretrained_data") or "")
 
 
-def tidy(records: list[dict[str, Any]], choice: dict | None = None) -> pd.DataFrame:
-    """One row per record: identity columns, `value` (the task's metric in percent), `def_id` (definition)
-    and `row_id` (definition without the task). `choice`: `fewshot_select.choose_l2(records)` (default:
-    computed from `records`)."""
-    choice = choose_l2(records) if choice is None else choice
+def tidy(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per record: identity columns, `value` (the method's headline number in percent), `def_id`
+    (definition), `row_id` (definition without the task) and `line_id` (row without the shots)."""
+    values = record_values(records)
     row_id, line_id = IdMemo(row_definition), IdMemo(line_definition)  # small definitions: hashed once each
     rows = []
     for rec in records:
         params = rec.get("params") or {}
         metric = ((rec.get("cell") or {}).get("task") or {}).get("metric") or "top1"
-        metrics = rec.get("metrics") or {}
-        value = metrics.get(metric, metrics.get("top1"))
-        chosen, note = None, ""
-        picked = choice.get((rec.get("suite"), rec.get("key")))
-        if picked is not None:
-            chosen, at_l2, note = picked
-            value = at_l2 if at_l2 is not None else value
+        extra = values.get(rec.get("key")) or {}
+        notes = [str(extra.get("note") or "")]
         details = rec.get("details") or {}
         if details.get("cv_degenerate"):
-            note = "; ".join(filter(None, [note, str(details["cv_degenerate"])]))
+            notes.append(str(details["cv_degenerate"]))
         if details.get("unbalanced"):
-            note = "; ".join(filter(None, [note, "unbalanced: a class had fewer images than shots"]))
+            notes.append("unbalanced: a class had fewer images than shots")
         shots = params.get("shots")
         rows.append({
             "suite": str(rec.get("suite")), "task": str(rec.get("task")), "group": str(rec.get("group") or ""),
             "model": str(rec.get("model")), "weights_id": str(rec.get("weights_id")), "pretrain": pretrain_of(rec),
             "method": str(rec.get("method")), "setting": setting_of(rec), "row_setting": setting_of(rec, per_task=False),
             "shots": float(shots) if isinstance(shots, (int, float)) else float("nan"), "stage": str(params.get("stage") or ""),
-            "metric": metric, "seed": rec.get("seed"), "value": _percent(value), "chosen_l2": chosen, "note": note,
-            "def_id": definition_id(definition(rec)), "row_id": row_id(rec),
-            "line_id": line_id(rec), "key": rec.get("key"),
+            "metric": metric, "ref_method": paper_method_of(rec), "seed": rec.get("seed"), "value": _percent(extra.get("value")),
+            "chosen_l2": extra.get("chosen_l2"), "note": "; ".join(n for n in notes if n),
+            "def_id": definition_id(definition(rec)), "row_id": row_id(rec), "line_id": line_id(rec), "key": rec.get("key"),
         })
     return pd.DataFrame(rows, columns=TIDY_COLUMNS)
 
 
 TIDY_COLUMNS = ["suite", "task", "group", "model", "weights_id", "pretrain", "method", "setting", "row_setting", "shots",
-                "stage", "metric", "seed", "value", "chosen_l2", "note", "def_id", "row_id", "line_id", "key"]
+                "stage", "metric", "ref_method", "seed", "value", "chosen_l2", "note", "def_id", "row_id", "line_id", "key"]
 ID_COLS = ["suite", "task", "group", "model", "weights_id", "pretrain", "method", "setting", "row_setting", "shots",
-           "stage", "metric", "def_id", "row_id", "line_id"]
+           "stage", "metric", "ref_method", "def_id", "row_id", "line_id"]
 
 
 def _percent(value: Any) -> float:
