@@ -239,9 +239,11 @@ def fewshot_vs_finetune_plot(agg: pd.DataFrame, path: Path) -> Figure:
                 label = setting if len(ft_sets) == 1 else f"{setting} vs {ft_part['setting'].iloc[0]}"
                 ax.errorbar([v[0] for v in xs], pts["mean"], xerr=[v[1] for v in xs], yerr=pts["std"], fmt="o", ms=4,
                             capsize=0, label=plain(label))
-            if len(x) <= 8:
+            if len(x) <= 8:  # name the tasks above their highest few-shot point when there are few
+                tops = fs.groupby("task")["mean"].max()
                 for t, (m, _) in x.items():
-                    ax.annotate(plain(t), (m, m), fontsize=6, alpha=0.7)
+                    if t in tops:
+                        ax.annotate(plain(t), (m, tops[t]), textcoords="offset points", xytext=(0, 4), fontsize=6, alpha=0.7)
         lo, hi = ax.get_xlim()
         ax.plot([0, 100], [0, 100], "--", color="grey", lw=0.8)
         ax.set_xlim(max(0, lo - 5), min(100, hi + 5))
