@@ -1,8 +1,10 @@
 """Results store: one JSON record per cell, written atomically, keyed by the cell's content hash.
 
-Layout: `<out>/<suite>/<task>/<method>/<cell key>.json`. A record is valid only if it parses and carries
-`schema_version`, `key` and `metrics`; a half-written temp file (`*.json.tmp-*`) is never read as a record.
-Resume = a valid record with the cell's key exists. Exercised by `vitbench run` (write, resume) and
+Layout: `<out>/<suite>/<task>/<method>/<cell key>.json` (each name checked by `fsutil.safe_name`). A record is
+valid only if it parses and carries `schema_version`, `key` and `metrics`; a half-written temp file
+(`*.json.tmp-*`) is never read as a record, and a record of a schema this version does not know is skipped with
+a warning (and never overwritten). Resume = a valid record with the cell's key whose `data_fingerprint` equals
+the current data's (`vitbench.data.fingerprint`). Exercised by `vitbench run` (write, resume) and
 `vitbench report` (load). The schema is documented in README.md ("Result records").
 """
 
@@ -14,6 +16,7 @@ import os
 import platform
 import subprocess
 import tempfile
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -21,17 +24,22 @@ from typing import Any
 from vitbench import __version__
 from vitbench.cells import Cell, CellResult
 from vitbench.errors import VitbenchError
+from vitbench.fsutil import atomic_write_json as _atomic_json
+from vitbench.fsutil import safe_name
 
-SCHEMA_VERSION = 1
+# 2: records carry `data_fingerprint` (the identity of the data the number was measured on).
+SCHEMA_VERSION = 2
+KNOWN_SCHEMAS = (1, 2)  # 1 is read by reports, but never counts as done (it has no data identity)
 REQUIRED_FIELDS = ("schema_version", "key", "metrics", "cell")
 
 
+class UnknownSchema(VitbenchError):
+    """A record written by another (newer) vitbench: never read as if it were ours, never overwritten."""
+
+
 def record_path(out_dir: Path, cell: Cell) -> Path:
-    return Path(out_dir) / _safe(cell.suite) / _safe(cell.task.name) / cell.method / f"{cell.key}.json"
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return (Path(out_dir) / safe_name(cell.suite, "suite name") / safe_name(cell.task.name, "task name")
+            / safe_name(cell.method, "method name") / f"{cell.key}.json")
 
 
 def ensure_writable(out_dir: Path) -> Path:
@@ -50,29 +58,7 @@ def ensure_writable(out_dir: Path) -> Path:
 
 def atomic_write_json(path: Path, payload: dict[str, Any]) -> None:
     """Write JSON to a temp file in the same folder, fsync, then rename over `path` (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; records are meant to be shared like any file
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2, sort_keys=True, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    _atomic_json(path, payload, indent=2, what="a result record")
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
@@ -83,12 +69,21 @@ def read_record(path: Path) -> dict[str, Any] | None:
         return None
     if not isinstance(rec, dict) or any(k not in rec for k in REQUIRED_FIELDS):
         return None
+    if rec["schema_version"] not in KNOWN_SCHEMAS:
+        raise UnknownSchema(
+            f"{path}: record schema_version {rec['schema_version']!r} is not one this vitbench reads "
+            f"({', '.join(map(str, KNOWN_SCHEMAS))}); upgrade vitbench, or move the record out of the results folder"
+        )
     return rec
 
 
-def is_done(out_dir: Path, cell: Cell) -> bool:
+def is_done(out_dir: Path, cell: Cell, data_fingerprint: str | None = None) -> bool:
+    """A valid record with the cell's key exists (and, when `data_fingerprint` is given, was measured on that
+    data). A record of an unknown schema raises `UnknownSchema` rather than being recomputed over."""
     rec = read_record(record_path(out_dir, cell))
-    return rec is not None and rec.get("key") == cell.key
+    if rec is None or rec.get("key") != cell.key:
+        return False
+    return data_fingerprint is None or rec.get("data_fingerprint") == data_fingerprint
 
 
 @lru_cache(maxsize=1)
@@ -128,12 +123,13 @@ def _git_commit() -> str | None:
         return None
 
 
-def make_record(cell: Cell, result: CellResult, wall_time_s: float, device: str) -> dict[str, Any]:
+def make_record(cell: Cell, result: CellResult, wall_time_s: float, device: str, data_fingerprint: str | None = None) -> dict[str, Any]:
     """The JSON record of one finished cell (schema: README.md "Result records")."""
     env = environment()
     return {
         "schema_version": SCHEMA_VERSION,
         "key": cell.key,
+        "data_fingerprint": data_fingerprint,
         "suite": cell.suite,
         "task": cell.task.name,
         "group": cell.task.group,
@@ -173,7 +169,19 @@ def load_records(results_dir: Path) -> list[dict[str, Any]]:
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise VitbenchError(f"results folder {str(results_dir)!r} does not exist; run `vitbench run` first or pass the folder that holds the records")
-    return [rec for p in iter_record_files(results_dir) if (rec := read_record(p)) is not None]
+    records, unknown = [], []
+    for p in iter_record_files(results_dir):
+        try:
+            rec = read_record(p)
+        except UnknownSchema:
+            unknown.append(p)
+            continue
+        if rec is not None:
+            records.append(rec)
+    if unknown:
+        warnings.warn(f"skipped {len(unknown)} record(s) of an unknown schema_version (e.g. {unknown[0]}); "
+                      "they were written by another vitbench version", stacklevel=2)
+    return records
 
 
 def records_frame(records: list[dict[str, Any]]):

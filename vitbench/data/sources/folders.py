@@ -58,15 +58,17 @@ class FileListReader(SourceReader):
         return self.files[split][row][0].name
 
     def identity(self) -> dict[str, Any]:
+        """Listing + (size, mtime_ns) of every file: a replaced image changes it, even at the same size."""
         h = hashlib.sha256()
         for split in sorted(self.files):
             for path, label in self.files[split]:
                 try:
-                    size = path.stat().st_size
+                    st = path.stat()
+                    size, mtime = st.st_size, st.st_mtime_ns
                 except OSError:
-                    size = -1
-                h.update(f"{split}\t{path.relative_to(self.root) if path.is_relative_to(self.root) else path}\t{label}\t{size}\n".encode())
-        return {"kind": self.kind, "id": self.spec.id, "root": str(self.root), "listing_sha256": h.hexdigest()}
+                    size, mtime = -1, -1
+                h.update(f"{split}\t{path.relative_to(self.root) if path.is_relative_to(self.root) else path}\t{label}\t{size}\t{mtime}\n".encode())
+        return {"kind": self.kind, "id": self.spec.id, "root": str(self.root), "listing_stat_sha256": h.hexdigest()}
 
 
 class VTAB1kFolderReader(FileListReader):
