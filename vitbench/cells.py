@@ -17,7 +17,7 @@ from typing import Any
 from vitbench.suites import TaskSpec
 
 # Bump when a protocol change alters numbers for an unchanged config, so old records stop matching.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: fine-tuning batches come from a repeated shuffled stream (vit_jax), crossing epochs
 
 
 @dataclass(frozen=True)

@@ -135,8 +135,8 @@ def _validate(params: dict[str, Any], method: str, where: str) -> None:
             if not isinstance(params[name], int) or isinstance(params[name], bool) or params[name] < 1:
                 raise VitbenchError(f"{where}: finetune {name} must be a positive integer, got {params[name]!r}")
         lrs = _as_list(params["lr"])
-        if not lrs or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in lrs):
-            raise VitbenchError(f"{where}: finetune lr must be a positive number or a list of them (a grid), got {params['lr']!r}")
+        if not lrs or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf for v in lrs):
+            raise VitbenchError(f"{where}: finetune lr must be a positive finite number or a list of them (a grid), got {params['lr']!r}")
         _check_preprocessing({**params, "resize": "squash", "crop_pct": 1.0}, where)
         if not (isinstance(params["dropout"], (int, float)) and 0.0 <= params["dropout"] < 1.0):
             raise VitbenchError(f"{where}: finetune dropout must be in [0, 1), got {params['dropout']!r}")
@@ -188,11 +188,14 @@ def expand(
             raise VitbenchError(f"unknown method {m!r}; use one of {list(METHODS)} or 'all'")
     selected = suite.select(tasks)
     cells: list[Cell] = []
+    from vitbench.models.registry import check_img_size
+
     for model in models:
         weights_id = resolve_weights_id(model, weights)
         for method in methods:
             for task in selected:
                 params = method_params(suite, method, overrides.get(method), task)
+                check_img_size(model, params.get("img_size"))  # refused before anything runs
                 if method == "finetune" and params["lr_select"] == "dev":
                     _check_dev_splits(params, task, suite.path)
                 for variant in _variants(method, params):
@@ -267,14 +270,23 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
-def plan(cells: list[Cell], out_dir: Path, *, force: bool = False, shard: tuple[int, int] | None = None) -> Plan:
-    """Split `cells` into done (a valid record exists) and todo; `shard` keeps every n-th cell by key."""
+def plan(cells: list[Cell], out_dir: Path, *, force: bool = False, shard: tuple[int, int] | None = None,
+         data_fingerprint: Callable[[Cell], str] | None = None) -> Plan:
+    """Split `cells` into done and todo; `shard` keeps every n-th cell by key.
+
+    Done = a valid record with the cell's key exists; with `data_fingerprint` (a cell -> its data's current
+    fingerprint, `vitbench.data.fingerprint.cell_data_fingerprint`), only if the record was measured on that
+    data too. Without it (`--dry-run`) no data is opened and recorded cells count as done.
+    """
     if shard:
         i, n = shard
         cells = [c for c in cells if int(c.key, 16) % n == i - 1]
     p = Plan(cells=cells)
     for c in cells:
-        (p.todo if force or not results.is_done(out_dir, c) else p.done).append(c)
+        done = not force and results.is_done(out_dir, c)
+        if done and data_fingerprint is not None:
+            done = results.is_done(out_dir, c, data_fingerprint(c))
+        (p.done if done else p.todo).append(c)
     return p
 
 
@@ -313,7 +325,10 @@ def execute(
                                               "eval_split": cell.params["select_eval_split"]}
         else:
             result = runner_for(cell.method)(cell, ctx)
-        record = results.make_record(cell, result, time.perf_counter() - t0, ctx.device)
+        from vitbench.data.fingerprint import cell_data_fingerprint
+
+        record = results.make_record(cell, result, time.perf_counter() - t0, ctx.device,
+                                     data_fingerprint=cell_data_fingerprint(cell, ctx.data_root))
         path = results.write_record(out_dir, cell, record)
         written.append((cell, record, path))
         if on_done:

@@ -176,6 +176,7 @@ def _parse_task(raw: Any, where_file: str, index: int) -> TaskSpec:
     name = raw.get("name")
     where = f"{where_file}: task {name!r}" if isinstance(name, str) else f"{where_file}: tasks[{index}]"
     name = _typed(raw, "name", str, where, required=True)
+    _path_safe(name, f"{where_file}: task name")
     unknown = sorted(set(raw) - TASK_FIELDS)
     if unknown:
         raise _fail(where, f"unknown field(s) {unknown}; valid fields are {sorted(TASK_FIELDS)}")
@@ -243,6 +244,13 @@ def _check_label_transform(name: str, where: str) -> None:
         raise _fail(where, str(unknown_name("label transform", name, LABEL_TRANSFORMS)))
 
 
+def _path_safe(name: str, what: str) -> None:
+    """Suite and task names become folder names (results, reports, prepared data): refuse unsafe ones early."""
+    from vitbench.fsutil import safe_name
+
+    safe_name(name, what)
+
+
 def parse_suite(raw: dict[str, Any], path: str, default_name: str = "suite") -> Suite:
     """Validate a parsed TOML document into a `Suite`; errors name the file, task and field."""
     known = {"name", "description", "defaults", "fewshot", "finetune", "tasks"}
@@ -263,8 +271,10 @@ def parse_suite(raw: dict[str, Any], path: str, default_name: str = "suite") -> 
     methods = tables["defaults"].get("methods", list(METHODS))
     if not isinstance(methods, list) or any(m not in METHODS for m in methods):
         raise _fail(path, f"field 'defaults.methods' must be a list drawn from {list(METHODS)}, got {methods!r}")
+    suite_name = _typed(raw, "name", str, path, default=default_name)
+    _path_safe(suite_name, f"{path}: suite name")
     return Suite(
-        name=_typed(raw, "name", str, path, default=default_name),
+        name=suite_name,
         path=path,
         tasks=tasks,
         description=_typed(raw, "description", str, path, default=""),
