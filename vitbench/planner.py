@@ -285,7 +285,7 @@ def plan(cells: list[Cell], out_dir: Path, *, force: bool = False, shard: tuple[
     for c in cells:
         done = not force and results.is_done(out_dir, c)
         if done and data_fingerprint is not None:
-            done = results.is_done(out_dir, c, data_fingerprint(c))
+            done = results.is_done(out_dir, c, data_fingerprint(c))  # None (data absent): the record stands
         (p.done if done else p.todo).append(c)
     return p
 

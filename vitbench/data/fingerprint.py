@@ -94,5 +94,8 @@ def cell_data_fingerprint(cell, data_root: Path | str | None) -> str:
 
 
 def forget() -> None:
-    """Drop the memo (the next call looks at the data again); each `vitbench run` starts with this."""
+    """Drop the memos (splits and opened sources): each `vitbench run` looks at the data as it is now."""
+    from vitbench.data import loader
+
     _SPLITS.clear()
+    loader._READERS.clear()  # an opened folder source holds its file list

@@ -63,6 +63,11 @@ def clear_memo() -> None:
     _split.cache_clear()
 
 
+def forget_splits() -> None:
+    """Forget the splits kept between cells: each `vitbench run` reads the data as it is when it starts."""
+    _split.cache_clear()
+
+
 def _metric_per_l2(task, test, predictions: np.ndarray) -> tuple[str, np.ndarray, np.ndarray]:
     """(metric name, metric per l2, top-1 per l2); ReaL when the task asks for it and the split has label sets."""
     top1 = fs.accuracy_per_l2(predictions, test.labels)
