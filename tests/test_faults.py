@@ -203,6 +203,36 @@ def test_dry_run_opens_no_data_and_says_so(ws, capsys):
     assert code == 0 and "1 to run, 0 already done" in out
 
 
+def test_torchvision_root_identity_sees_replaced_files(tmp_path):
+    from vitbench.data import load_split
+    from vitbench.data.fingerprint import forget
+    from vitbench.suites import SourceSpec, TaskSpec
+
+    folder = tmp_path / "torchvision" / "eurosat" / "2750"
+    for c in ("AnnualCrop", "Forest"):
+        (folder / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(folder / c / f"{c}_{i}.png")
+    task = TaskSpec(name="eurosat_tv", num_classes=10, splits={"train": "all[:4]", "test": "all[4:]"},
+                    sources=(SourceSpec("torchvision", "EuroSAT"),))
+    before = load_split(task, "train", data_root=tmp_path).fingerprint
+    victim = folder / "AnnualCrop" / "AnnualCrop_0.png"
+    data = victim.read_bytes()
+    victim.write_bytes(data)  # same bytes, new mtime: treated as a possibly different file
+    os.utime(victim, ns=(10**18, 10**18))
+    forget()
+    assert load_split(task, "train", data_root=tmp_path).fingerprint != before
+
+
+def test_records_are_kept_when_their_data_is_gone(ws, capsys):
+    args = ("run", "--method", "fewshot", "--suite", "faults.toml", "--out", "res", "--no-report")
+    assert cli(capsys, *args)[0] == 0
+    (ws / "data").rename(ws / "elsewhere")
+    with pytest.warns(UserWarning, match="its records are kept"):
+        code, out, err = cli(capsys, *args)
+    assert code == 0 and "0 to run, 1 already done" in out, err
+
+
 # --------------------------------------------------------------------------- 4. diverged / degenerate runs
 def test_infinite_lr_is_refused(ws, capsys):
     code, _, err = cli(capsys, "finetune", "--suite", "faults.toml", "--out", "res", "--lr", "inf")
@@ -307,6 +337,16 @@ def test_full_disk_while_writing_a_record_or_report(ws, capsys):
         assert code == 2 and one_line(err) and "no space left in" in err
 
 
+def test_full_disk_while_preparing_data(ws, capsys):
+    with tmpfs(ws / "small", "16k") as small:
+        stale = small / "colors" / f"test.tmp-{fsutil.HOST}-{dead_pid()}-0badf00d"
+        stale.mkdir(parents=True)
+        (stale / "shard-00000.parquet").write_bytes(b"left by kill -9")
+        code, _, err = cli(capsys, "data", "prepare", "faults.toml", "--root", small)
+        assert code == 2 and one_line(err) and "no space left in" in err
+        assert not stale.exists() and temps(small) == []
+
+
 # --------------------------------------------------------------------------- 6. signals and stale temp files
 def test_sigterm_exits_143_and_removes_temp_files(ws):
     (ws / "faults.toml").write_text(suite_text(make_folder(ws / "big", per_class=150)))
@@ -390,7 +430,7 @@ def test_records_of_an_unknown_schema_are_never_silently_accepted(ws, capsys):
 
 
 # --------------------------------------------------------------------------- 8. names used as paths
-@pytest.mark.parametrize("suite_name,task_name", [("..", "colors"), ("faults", ".."), ("a/b", "colors"),
+@pytest.mark.parametrize("suite_name,task_name", [("..", "colors"), ("faults", ".."), ("a/b", "colors"), (".hidden", "colors"),
                                                   ("faults", "x\ny"), ("<b>x</b>", "colors")])
 def test_unsafe_names_are_refused_and_nothing_is_written_outside(ws, capsys, suite_name, task_name):
     (ws / "box").mkdir()
