@@ -41,14 +41,15 @@ class DiskFull(VitbenchError):
     """No space left where a file had to be written (its temp file is already removed)."""
 
 
-def _mb(n: int | None) -> str:
-    return f"{n / 2**20:.1f} MB" if n is not None else "more space"
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.2f} MB"
 
 
 def disk_full(folder: Path | str, need: int | None = None, what: str = "files") -> DiskFull:
     free = free_bytes(folder)
+    needs = f"needs about {_mb(need)}, {_mb(free)} free" if need is not None else f"{_mb(free)} free"
     return DiskFull(
-        f"no space left in {folder} for {what} (needs about {_mb(need)}, {_mb(free)} free); "
+        f"no space left in {folder} for {what} ({needs}); "
         "free space there or point vitbench at another disk (--out, --cache-dir or VITBENCH_CACHE_DIR)"
     )
 
@@ -135,7 +136,7 @@ def atomic_output(path: Path | str, *, need: int | None = None, what: str | None
 
 
 def atomic_write_bytes(path: Path | str, data: bytes, what: str | None = None) -> None:
-    with atomic_output(path, what=what) as tmp:
+    with atomic_output(path, need=len(data), what=what) as tmp:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies, as for any new file
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -206,8 +207,10 @@ class NpyWriter:
         self.tmp = temp_path(self.path)
         fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
+            fallocate = getattr(os, "posix_fallocate", None)  # absent on macOS: the writes then find a full disk
             try:
-                os.posix_fallocate(fd, 0, self.nbytes)  # reserve the blocks now: no SIGBUS, no half file later
+                if fallocate is not None:
+                    fallocate(fd, 0, self.nbytes)  # reserve the blocks now: no SIGBUS, no half file later
             except OSError as exc:
                 if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                     raise
