@@ -451,3 +451,22 @@ def test_markup_in_names_is_flattened_inside_the_chosen_folders(ws, capsys):
     assert {p.relative_to(ws).parts[0] for p in new} <= {"reports"}
     assert (ws / "reports" / "a__i_b" / "index.html").is_file()
     assert [p.relative_to(ws / "box" / "out").parts[:3] for p in (ws / "box" / "out").rglob("*.json")] == [("a__i_b", "c_d", "fewshot")]
+
+
+def test_sweep_only_touches_dead_processes_of_this_host(tmp_path):
+    dead = dead_pid()
+    mine = tmp_path / f"r.json.tmp-{fsutil.HOST}-{dead}-0badf00d"
+    other_host = tmp_path / f"r.json.tmp-{fsutil.HOST}x-{dead}-0badf00d"  # a shared folder: another machine's writer
+    not_ours = tmp_path / "notes.tmp-keep"
+    for p in (mine, other_host, not_ours):
+        p.write_text("x")
+    assert fsutil.sweep_stale_temps(tmp_path) == [mine]
+    assert other_host.exists() and not_ours.exists()
+
+
+def test_safe_name():
+    assert fsutil.safe_name("vtab-1k_v2.0") == "vtab-1k_v2.0"
+    assert fsutil.safe_name("a <i>b&c") == "a__i_b_c"
+    for bad in ("", ".", "..", ".x", "a/b", "a\\b", "a\x00b", "tab\there"):
+        with pytest.raises(Exception, match="cannot be used as a folder name"):
+            fsutil.safe_name(bad)
