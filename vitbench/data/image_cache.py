@@ -105,12 +105,15 @@ def cached_resized_images(split, prep, cache_dir: Path | str | None = None, prog
     desc = f"decoding {split.provenance.get('task', '')}/{split.provenance.get('split', '')} at {s}px"
     done = 0
     with writer:
-        with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
+        pool = ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1))
+        try:
             for (lo, hi), block in zip(bounds, pool.map(lambda b: _decode_chunk(split, prep, *b), bounds)):
                 writer.write(block)
                 done += hi - lo
                 if progress is not None:
                     progress(desc, done, n)
+        finally:  # on Ctrl-C / SIGTERM drop the queued chunks instead of decoding the rest of the split first
+            pool.shutdown(wait=True, cancel_futures=True)
         digest = writer.commit()
     fsutil.atomic_write_json(path.with_suffix(".json"), {  # written last: its presence means "complete"
         "version": IMAGE_CACHE_VERSION, "key": path.stem, "fingerprint": split.fingerprint, "n": n,
