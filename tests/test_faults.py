@@ -414,6 +414,19 @@ def test_read_only_cache(ws, capsys):
         assert code == 2 and one_line(err) and "cannot write the decoded-image cache" in err and str(ro) in err
         code, _, err = cli(capsys, "cache", "clear", "--cache-dir", ro, "-y")
         assert code == 2 and one_line(err) and "read-only" in err
+    with tmpfs(ws / "ro2", "4M") as ro:  # a corrupt entry that cannot be replaced
+        (ro / "features").mkdir()
+        for p in (ws / "cache" / "features").iterdir():
+            raw = bytearray(p.read_bytes())
+            if p.suffix == ".npy":
+                raw[-1] ^= 0xFF
+            (ro / "features" / p.name).write_bytes(bytes(raw))
+        subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
+        fsutil.forget_verified()
+        with pytest.warns(UserWarning, match="feature cache"):
+            code, _, err = cli(capsys, "run", "--method", "fewshot", "--suite", "faults.toml", "--out", "res3",
+                               "--cache-dir", ro, "--no-report")
+        assert code == 2 and one_line(err) and "cannot be removed" in err
 
 
 def test_records_of_an_unknown_schema_are_never_silently_accepted(ws, capsys):

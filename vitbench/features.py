@@ -175,7 +175,13 @@ def load_or_extract(
     if why:
         warnings.warn(f"feature cache {npy} is invalid ({why}); rebuilding it", stacklevel=2)
         COUNTERS["rebuilt"] += 1
-        _remove(npy, _meta_path(npy))
+        try:
+            _remove(npy, _meta_path(npy))
+        except OSError as exc:
+            raise VitbenchError(
+                f"feature cache {npy} is invalid ({why}) and cannot be removed ({exc.strerror}); "
+                "delete it, or pass --cache-dir / set VITBENCH_CACHE_DIR to a writable folder"
+            ) from None
     shape = (len(split), int(model.num_features))
     try:
         writer = fsutil.NpyWriter(npy, np.float32, shape, what="the feature cache")
