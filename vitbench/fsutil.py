@@ -146,7 +146,7 @@ def atomic_write_text(path: Path | str, text: str, what: str | None = None) -> N
     atomic_write_bytes(path, text.encode("utf-8"), what)
 
 
-def atomic_write_json(path: Path | str, payload: Any, indent: int = 2, what: str | None = None) -> None:
+def atomic_write_json(path: Path | str, payload: Any, indent: int | None = 2, what: str | None = None) -> None:
     atomic_write_text(path, json.dumps(payload, indent=indent, sort_keys=True, default=str) + "\n", what)
 
 

@@ -16,6 +16,7 @@ import os
 import platform
 import subprocess
 import tempfile
+import time
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -37,9 +38,13 @@ class UnknownSchema(VitbenchError):
     """A record written by another (newer) vitbench: never read as if it were ours, never overwritten."""
 
 
-def record_path(out_dir: Path, cell: Cell) -> Path:
+def record_dir(out_dir: Path, cell: Cell) -> Path:
     return (Path(out_dir) / safe_name(cell.suite, "suite name") / safe_name(cell.task.name, "task name")
-            / safe_name(cell.method, "method name") / f"{cell.key}.json")
+            / safe_name(cell.method, "method name"))
+
+
+def record_path(out_dir: Path, cell: Cell) -> Path:
+    return record_dir(out_dir, cell) / f"{cell.key}.json"
 
 
 def ensure_writable(out_dir: Path) -> Path:
@@ -84,6 +89,90 @@ def is_done(out_dir: Path, cell: Cell, data_fingerprint: str | None = None) -> b
     if rec is None or rec.get("key") != cell.key:
         return False
     return data_fingerprint is None or rec.get("data_fingerprint") == data_fingerprint
+
+
+RESUME_INDEX = ".resume-index"  # per record folder: name -> [size, mtime_ns, data_fingerprint] of valid records
+
+
+def done_keys(out_dir: Path, cells: list[Cell]) -> set[str]:
+    """Keys of `cells` that have a valid record (as `is_done`), fast enough for 100,000 cells."""
+    return set(done_records(out_dir, cells))
+
+
+def done_records(out_dir: Path, cells: list[Cell]) -> dict[str, str | None]:
+    """{key: the record's data_fingerprint} for the `cells` that have a valid record.
+
+    One listing per record folder; a listed record is read and checked (parsable, required fields, matching
+    key, a known schema: an unknown one raises `UnknownSchema`) unless the folder's resume index says a file of
+    the same size and modification time (ns) was found valid before: any rewrite of a record changes its
+    mtime, so it is read again. The index is only a cache (rebuilt when missing or unreadable, never
+    required) and written atomically.
+    """
+    folders: dict[tuple[str, str, str], list[Cell]] = {}
+    for c in cells:
+        folders.setdefault((c.suite, c.task.name, c.method), []).append(c)
+    done: dict[str, str | None] = {}
+    for cs in folders.values():
+        folder = str(record_dir(out_dir, cs[0]))
+        try:
+            names = set(os.listdir(folder))
+        except OSError:  # no folder yet: nothing of it is done
+            continue
+        index = _read_index(folder) if RESUME_INDEX in names else {}
+        fresh: dict[str, list] = {}
+        settled = time.time_ns() - 2_000_000_000  # younger files are not indexed: a same-tick rewrite keeps mtime
+        for c in cs:
+            name = f"{c.key}.json"
+            if name not in names:
+                continue
+            path = os.path.join(folder, name)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            known = index.get(name)
+            if isinstance(known, list) and len(known) == 3 and known[:2] == [st.st_size, st.st_mtime_ns]:
+                done[c.key] = known[2]
+                continue
+            valid, fingerprint = _valid_record_file(path, c.key)
+            if valid:
+                done[c.key] = fingerprint
+                if st.st_mtime_ns < settled:
+                    fresh[name] = [st.st_size, st.st_mtime_ns, fingerprint]
+        if fresh and any(index.get(k) != v for k, v in fresh.items()):
+            _write_index(folder, {**index, **fresh})
+    return done
+
+
+def _read_index(folder: str) -> dict[str, list]:
+    try:
+        with open(os.path.join(folder, RESUME_INDEX), "rb") as f:
+            index = json.loads(f.read())
+        return index if isinstance(index, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_index(folder: str, index: dict[str, list]) -> None:
+    try:
+        _atomic_json(os.path.join(folder, RESUME_INDEX), index, indent=None, what="the resume index")
+    except (OSError, VitbenchError):  # a read-only or full results folder: the next check reads the records again
+        pass
+
+
+def _valid_record_file(path: str, key: str) -> tuple[bool, str | None]:
+    """(`read_record(path)` is a record of `key`, its data_fingerprint); plain os calls: once per cell of 100k."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        rec = json.loads(data)
+    except (OSError, ValueError):
+        return False, None
+    if not (isinstance(rec, dict) and rec.get("key") == key and all(k in rec for k in REQUIRED_FIELDS)):
+        return False, None
+    if rec["schema_version"] not in KNOWN_SCHEMAS:
+        read_record(Path(path))  # raises UnknownSchema: never recomputed over, never counted as ours
+    return True, rec.get("data_fingerprint")
 
 
 @lru_cache(maxsize=1)
@@ -191,9 +280,9 @@ def records_frame(records: list[dict[str, Any]]):
     rows = []
     for rec in records:
         row = {k: rec.get(k) for k in ("suite", "task", "group", "model", "weights_id", "random_init", "method", "seed", "key", "wall_time_s", "timestamp")}
-        params = rec.get("params") or {}
-        for k in ("shots", "l2", "l2_select", "steps", "lr", "batch_size"):
-            row[k] = params.get(k)
+        for k, v in (rec.get("params") or {}).items():  # scalar parameters as columns (shots, lr, k, ...)
+            if k not in row and (v is None or isinstance(v, (str, int, float, bool))):
+                row[k] = v
         for k, v in (rec.get("metrics") or {}).items():
             row[k] = v
         row["record"] = rec

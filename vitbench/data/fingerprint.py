@@ -71,11 +71,11 @@ def tree_stat(root: Path | str) -> dict[str, Any]:
 
 
 def cell_splits(cell) -> list[str]:
-    """The task splits a cell reads: train and test, or the dev pair of a fine-tuning lr-selection run."""
-    p, task = cell.params, cell.task
-    if cell.method == "finetune" and p.get("stage") == "select":
-        return [p["select_train_split"], p["select_eval_split"]]
-    return [task.train_split, task.test_split]
+    """The task splits a cell may read: train and test, plus any dev splits its params name
+    (`select_train_split` / `select_eval_split`, e.g. fine-tuning or linear-probe selection)."""
+    names = [cell.task.train_split, cell.task.test_split]
+    names += [cell.params.get(k) for k in ("select_train_split", "select_eval_split")]
+    return sorted({n for n in names if isinstance(n, str) and n})
 
 
 def split_fingerprint(task, split: str, data_root: Path | str | None) -> str:
