@@ -136,6 +136,7 @@ def test_damaged_image_cache_is_detected_and_rebuilt(tmp_path, damage):
     assert temps(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_zeroed_image_cache_does_not_reach_features_or_the_number(ws, capsys):
     args = ("run", "--method", "fewshot", "--suite", "faults.toml", "--out", "res", "--img-size", "112", "--no-report")
     assert cli(capsys, *args)[0] == 0
@@ -300,6 +301,7 @@ def env_for(tmp_path: Path, **extra) -> dict:
     return env
 
 
+@pytest.mark.slow
 def test_full_cache_disk_is_one_line_not_a_bus_error(ws):
     with tmpfs(ws / "small", "1M") as small:
         proc = subprocess.run(
@@ -348,6 +350,7 @@ def test_full_disk_while_preparing_data(ws, capsys):
 
 
 # --------------------------------------------------------------------------- 6. signals and stale temp files
+@pytest.mark.slow
 def test_sigterm_exits_143_and_removes_temp_files(ws):
     (ws / "faults.toml").write_text(suite_text(make_folder(ws / "big", per_class=150)))
     cache = ws / "cache"
