@@ -292,8 +292,12 @@ def sweep_stale_temps(*folders: Path | str | None, recursive: bool = True) -> li
     for folder in folders:
         if folder is None or not Path(folder).is_dir():
             continue
-        candidates = Path(folder).rglob("*.tmp-*") if recursive else Path(folder).glob("*.tmp-*")
-        for p in list(candidates):
+        candidates = []
+        for top, dirs, files in os.walk(folder):  # os.walk: a results folder may hold 100,000 records
+            candidates += [Path(top, n) for n in dirs + files if ".tmp-" in n]
+            if not recursive:
+                break
+        for p in candidates:
             m = TEMP_RE.search(p.name)
             if m and m["host"] == HOST and int(m["pid"]) != os.getpid() and not pid_alive(int(m["pid"])):
                 try:
