@@ -25,6 +25,7 @@ from typing import Any
 from vitbench.data.base import stable_hash
 
 _SPLITS: dict[str, str] = {}  # memo: (task, split, data root) -> split fingerprint, for this process
+_CELLS: dict[tuple, str] = {}  # memo: (task, splits, data root) -> cell data fingerprint
 
 
 def files_stat(paths: Iterable[Path | str], root: Path | str | None = None) -> dict[str, Any]:
@@ -90,7 +91,11 @@ def split_fingerprint(task, split: str, data_root: Path | str | None) -> str:
 
 def cell_data_fingerprint(cell, data_root: Path | str | None) -> str:
     """Hash of the fingerprints of the splits `cell` reads (stored as the record's `data_fingerprint`)."""
-    return stable_hash({s: split_fingerprint(cell.task, s, data_root) for s in cell_splits(cell)})
+    splits = tuple(cell_splits(cell))
+    memo = (cell.task, splits, str(data_root))  # resume checks call this once per recorded cell (100k of them)
+    if memo not in _CELLS:
+        _CELLS[memo] = stable_hash({s: split_fingerprint(cell.task, s, data_root) for s in splits})
+    return _CELLS[memo]
 
 
 def forget() -> None:
@@ -98,4 +103,5 @@ def forget() -> None:
     from vitbench.data import loader
 
     _SPLITS.clear()
+    _CELLS.clear()
     loader._READERS.clear()  # an opened folder source holds its file list
