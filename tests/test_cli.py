@@ -44,7 +44,7 @@ def test_smoke_pipeline_end_to_end_then_resume(workdir, capsys):
     assert (workdir / "res" / "report" / "index.html").is_file()  # beside the results
     recs = [json.loads(p.read_text()) for p in files]
     for rec in recs:
-        assert rec["schema_version"] == 1 and rec["random_init"] is True and rec["weights_sha256"]
+        assert rec["schema_version"] == 2 and rec["data_fingerprint"] and rec["random_init"] is True and rec["weights_sha256"]
         assert rec["status"] == "ok" and rec["host"] and rec["argv"][1:4] == ["run", "--suite", "fast_smoke.toml"]
         assert rec["provenance"]["test"]["n"] == 597 and rec["versions"]["timm"]
         assert 0.0 <= rec["metrics"]["top1"] <= 1.0

@@ -75,7 +75,8 @@ def test_failures_are_recorded_the_run_goes_on_and_optional_tasks_are_skipped(wo
     assert "note: skipped 2 cell(s) of optional task 'absent': its data is not present" in " ".join(out.split())
     assert "failed: 2 cell(s)" in out and "study/broken" in out and "no data found" in out
     assert "digits" in out and "report:" in out
-    assert (workdir / "res" / "report" / "index.html").is_file()
+    html = (workdir / "res" / "report" / "index.html").read_text()
+    assert "Failed cells" in html and "no data found" in html  # listed apart, not counted as results
     log = next((workdir / "res" / "logs").glob("run-*.log")).read_text()
     assert "failed study/broken" in log and "skipped study/absent" in log and "Traceback" in log
 
@@ -132,12 +133,12 @@ def test_report_beside_results_covers_the_folder_is_rebuilt_and_merges_folders(w
     stale.write_bytes(b"stale")
     assert run_cli(capsys, *args, "--shots", "2", "--out", "a")[0] == 0
     assert not stale.exists()  # rebuilt, not mixed with stale files
-    summary = (workdir / "a" / "report" / "results_long.csv").read_text()
+    summary = (workdir / "a" / "report" / "results.csv").read_text()
     assert summary.count("digits") == 2  # both runs' cells: the report covers the whole folder
     assert run_cli(capsys, *args, "--shots", "1", "--out", "b")[0] == 0
     code, out, err = run_cli(capsys, "report", "a", "b", "-o", "merged")
     assert code == 0, err
-    assert (workdir / "merged" / "results_long.csv").read_text().count("digits") == 2  # same key counted once
+    assert (workdir / "merged" / "results.csv").read_text().count("digits") == 2  # same key counted once
     assert "2 results from 2 folder(s)" in out
 
     (workdir / "mine").mkdir()

@@ -22,6 +22,10 @@ class DataMissing(VitbenchError):
     `optional = true` is skipped with a note on this error instead of failing (see `vitbench/worker.py`)."""
 
 
+class CellFailed(VitbenchError):
+    """A cell ran but produced no trustworthy number (e.g. training diverged); its failure record says why."""
+
+
 def closest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
     """The `n` names in `choices` closest to `name` (difflib ratio), best first."""
     choices = list(choices)

@@ -67,7 +67,6 @@ class Settings:
     device: str = "cpu"
     skip_corrupt: bool = False
     fail_fast: bool = False
-    force: bool = False
     run_start: float = field(default_factory=time.time)
     progress_every_s: float | None = None
 
@@ -93,7 +92,7 @@ def run_quiet(cells: list[Cell], settings: Settings, device: str | None = None, 
         lines.cell_ended(status, detail)
 
     try:
-        return run_cells(cells, settings.out_dir, ctx, fail_fast=settings.fail_fast, force=settings.force,
+        return run_cells(cells, settings.out_dir, ctx, fail_fast=settings.fail_fast,
                          run_start=settings.run_start, log=log.write,
                          on_start=lambda c, i, n: lines.cell_started(i, c.label), on_end=on_end, stop=stop)
     finally:

@@ -43,19 +43,17 @@ class Outcome:
             getattr(self, name).extend(getattr(other, name))
 
 
-def _finished(path: Path, cell: Cell, force: bool, run_start: float) -> dict[str, Any] | None:
-    """The cell's record when it counts as settled for this run: a result (with `force`: one written since the
-    run started), or a failure record written since the run started (by another worker)."""
-    rec = results.read_record(path)
-    if rec is None or rec.get("key") != cell.key:
-        return None
+def _finished(path: Path, cell: Cell, run_start: float) -> dict[str, Any] | None:
+    """The cell's record when another worker settled the cell during this run: a result or a failure record
+    written since the run was planned (an older record is why the cell is in the plan: stale data, --force, a
+    failure of an earlier run)."""
     try:
-        fresh = path.stat().st_mtime >= run_start - 1.0
+        if path.stat().st_mtime < run_start:
+            return None
     except OSError:
         return None
-    if results.is_failed(rec):
-        return rec if fresh else None
-    return rec if (fresh or not force) else None
+    rec = results.read_record(path)
+    return rec if rec is not None and rec.get("key") == cell.key else None
 
 
 def _free_memory() -> None:
@@ -72,7 +70,6 @@ def run_cells(
     ctx: RunContext,
     *,
     fail_fast: bool = False,
-    force: bool = False,
     run_start: float | None = None,
     log: Callable[[str], None] | None = None,
     on_start: Callable[[Cell, int, int], None] | None = None,
@@ -96,7 +93,7 @@ def run_cells(
         progressed = False
         for cell in list(pending):
             path = results.record_path(out_dir, cell)
-            rec = _finished(path, cell, force, run_start)
+            rec = _finished(path, cell, run_start)
             if rec is not None:
                 pending.remove(cell)
                 progressed = True
@@ -111,7 +108,7 @@ def run_cells(
             with claim:
                 if claim.took_over:
                     log(f"took over the lock of {cell.label}: {claim.took_over}")
-                rec = _finished(path, cell, force, run_start)  # another worker may have finished it meanwhile
+                rec = _finished(path, cell, run_start)  # another worker may have finished it meanwhile
                 pending.remove(cell)
                 progressed = True
                 if rec is not None:
@@ -180,7 +177,10 @@ def _run_one(cell, deps, state, path, out_dir, ctx, out, failed, skipped, log, o
             raise VitbenchError(f"the record of {state[len('missing:'):]} it depends on is missing in {out_dir}; "
                                 "it belongs to the same plan and shard, so rerun the same command")
         result = planner.runner_for(cell.method)(cell, ctx, deps)
-        record = results.make_record(cell, result, time.perf_counter() - t0, ctx.device)
+        from vitbench.data.fingerprint import cell_data_fingerprint
+
+        record = results.make_record(cell, result, time.perf_counter() - t0, ctx.device,
+                                     data_fingerprint=cell_data_fingerprint(cell, ctx.data_root))
         written = results.write_record(out_dir, cell, record)
     except Exception as exc:  # noqa: BLE001 - any error inside a cell becomes its failure record
         if isinstance(exc, DataMissing) and cell.task.optional:
@@ -195,7 +195,10 @@ def _run_one(cell, deps, state, path, out_dir, ctx, out, failed, skipped, log, o
         rec = results.make_failure_record(cell, exc, ctx.device, wall_time_s=time.perf_counter() - t0, traceback_text=text)
         failed[cell.key] = rec["error"]["message"]
         out.failed.append((cell, rec))
-        old = results.read_record(path)
+        try:
+            old = results.read_record(path)
+        except VitbenchError:  # a record of an unknown schema: never overwritten
+            old = {}
         if old is not None and not results.is_failed(old):  # --force over a result: keep the earlier result
             log(f"failed {cell.label} (its earlier result is kept): {failed[cell.key]}\n{text}")
         else:

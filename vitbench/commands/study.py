@@ -14,7 +14,6 @@ import secrets
 import shutil
 import socket
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -82,7 +81,7 @@ def _swap_in(built: Path, target: Path) -> None:
     raise OSError(f"could not replace {target}")
 
 
-def write_report(records: list[dict[str, Any]], target: Path, title: str) -> dict[str, Path] | None:
+def write_report(records: list[dict[str, Any]], target: Path, title: str, analysis=None) -> dict[str, Path] | None:
     """Rebuild the report of `records` (failure records included: the report lists them apart) in `target`:
     built in a temporary folder beside it, then swapped in; a non-vitbench folder there is refused."""
     from vitbench import results
@@ -96,7 +95,7 @@ def write_report(records: list[dict[str, Any]], target: Path, title: str) -> dic
     try:
         built.mkdir(parents=True)
         (built / REPORT_MARK).write_text("written by vitbench; replaced as a whole on every report\n")
-        paths = build_report(records, built, title=title)
+        paths = build_report(records, built, title=title, analysis=analysis)
         _swap_in(built, target)
     except OSError as exc:
         raise VitbenchError(f"cannot write the report in {str(target)!r} ({exc.strerror or exc}); pass --report-dir "
@@ -198,7 +197,7 @@ def run_study(the_plan, suite_name: str, out_dir: Path, settings, opts: StudyOpt
                 ctx = settings.context(devices[0])
                 on_start, on_end, close = _progress_printer(the_plan.todo, out_dir, ctx, opts, log)
                 try:
-                    outcome = run_cells(the_plan.todo, out_dir, ctx, fail_fast=opts.fail_fast, force=settings.force,
+                    outcome = run_cells(the_plan.todo, out_dir, ctx, fail_fast=opts.fail_fast,
                                         run_start=settings.run_start, log=log.write, on_start=on_start, on_end=on_end)
                 finally:
                     close()
@@ -265,9 +264,10 @@ def _dedupe(outcome) -> None:
     outcome.skipped = list({c.key: (c, why) for c, why in outcome.skipped}.values())
 
 
-def settings_for(out_dir: Path, data_root, cache_dir, device: str, skip_corrupt: bool, force: bool, opts: StudyOptions):
+def settings_for(out_dir: Path, data_root, cache_dir, device: str, skip_corrupt: bool, run_start: float, opts: StudyOptions):
+    """What every worker needs; `run_start` is taken before planning (records written since count as settled)."""
     from vitbench.executors import Settings
 
     return Settings(out_dir=Path(out_dir), data_root=data_root, cache_dir=cache_dir, device=device,
-                    skip_corrupt=skip_corrupt, fail_fast=opts.fail_fast, force=force, run_start=time.time(),
+                    skip_corrupt=skip_corrupt, fail_fast=opts.fail_fast, run_start=run_start,
                     progress_every_s=opts.progress_every)
