@@ -121,9 +121,9 @@ def test_progress_lines_off_a_terminal(workdir, capsys, monkeypatch):
     code, out, err = run_cli(capsys, "fewshot", "--suite", "study.toml", "--shots", "1,2", "--out", "res", "--tasks", "digits",
                              "--progress-every", "0.001", "--no-report")
     assert code == 0
-    assert "cell 1/2 study/digits vit_ti16 fewshot shots=1 seed=0: started" in err
-    assert "cell 2/2" in err and "ETA" in err and "ok in" in err
-    assert any("features" in line and "/" in line for line in err.splitlines())  # batches inside a cell
+    assert "cell 1/2 study/digits vit_ti16 fewshot shots=1 seed=0: started" in out  # on stdout: stderr is for errors
+    assert "cell 2/2" in out and "ETA" in out and "ok in" in out
+    assert any("features" in line and "/" in line for line in out.splitlines())  # batches inside a cell
 
 
 def test_report_beside_results_covers_the_folder_is_rebuilt_and_merges_folders(workdir, capsys):
@@ -201,7 +201,11 @@ def test_progress_lines_are_throttled_and_logged(tmp_path):
     for i in range(100):
         lines.step("batches", i + 1, 100)  # within the interval: not printed
     lines.cell_ended("ok")
+    printed = stream.getvalue().splitlines()
+    assert len(printed) == 1 and printed[0].startswith("cell 1/3 a: started")  # the rest within the interval
+    lines.cell_started(1, "b")
+    lines.cell_ended("failed", "boom")  # a failure is always shown
     log.close()
     printed = stream.getvalue().splitlines()
-    assert len(printed) == 2 and printed[0].startswith("cell 1/3 a: started") and "ok in" in printed[1]
+    assert len(printed) == 2 and printed[1].startswith("cell 2/3 b: failed in") and "boom" in printed[1]
     assert "run ETA" in printed[1] and log.path.name.startswith("t-") and len(log.path.read_text().splitlines()) == 2

@@ -141,8 +141,17 @@ def _create(path: Path) -> Claim | None:
         return None
     info = {"host": socket.gethostname(), "pid": os.getpid(), "owner": scheduler_task(), "token": token,
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(info, f)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(info, f)
+    except OSError as exc:  # e.g. a full disk: no claim, and no empty lock left behind
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        from vitbench import fsutil
+
+        raise fsutil.disk_full(path.parent, what="a result record's claim (lock file)") if fsutil.is_disk_full(exc) else exc
     _HELD.add(token)
     return Claim(path=path, token=token)
 

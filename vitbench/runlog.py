@@ -77,7 +77,7 @@ class ProgressLines:
                  log: RunLog | None = None, prefix: str = "", enabled: bool = True) -> None:
         self.n = n_cells
         self.every_s = progress_every_s(every_s)
-        self.stream = stream if stream is not None else sys.stderr
+        self.stream = stream if stream is not None else sys.stdout
         self.log = log
         self.prefix = prefix
         self.enabled = enabled
@@ -113,14 +113,15 @@ class ProgressLines:
     def cell_started(self, i: int, label: str) -> None:
         self.cell_i, self.label, self.cell_t0 = i, label, time.monotonic()
         self._step.clear()
-        self.emit(f"cell {i + 1}/{self.n} {label}: started (run ETA {eta_text(self.run_eta())})", force=True)
+        self.emit(f"cell {i + 1}/{self.n} {label}: started (run ETA {eta_text(self.run_eta())})")
 
     def cell_ended(self, status: str, detail: str = "") -> None:
+        """A finished cell: shown when the interval has passed, always when it failed or was skipped."""
         self.finished += 1
         took = time.monotonic() - self.cell_t0
         tail = f": {detail}" if detail else ""
         self.emit(f"cell {self.cell_i + 1}/{self.n} {self.label}: {status} in {took:.1f}s{tail} "
-                  f"(run ETA {eta_text(self.run_eta())})", force=True)
+                  f"(run ETA {eta_text(self.run_eta())})", force=status != "ok")
 
     def step(self, description: str, done: int, total: int) -> None:
         """A `RunContext.progress` callback: steps or batches inside the current cell."""

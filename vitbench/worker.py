@@ -4,7 +4,7 @@
 claims the cell's lock (`vitbench/locks.py`), checks again that no other worker finished it meanwhile, runs
 it and writes its record. A cell that raises (missing data, a bad checkpoint, out of memory, a NaN loss, any
 error) leaves a failure record (`results.make_failure_record`: status "failed", the error line, type, cell,
-host, time), which resume reruns; the loop goes on unless `fail_fast`. A cell of a task marked
+host, time), which resume reruns; the loop goes on unless `fail_fast` (a full disk stops it anyway). A cell of a task marked
 `optional = true` whose data is absent (`DataMissing`) is skipped with a note, without a record. Cells locked
 by another worker are come back to until every cell is done, failed or skipped, here or elsewhere.
 Exercised by `vitbench run` / `fewshot` / `finetune` (every executor runs this loop).
@@ -167,6 +167,14 @@ def _dependencies(cell: Cell, out_dir: Path, failed: dict[str, str], skipped: di
     return "ready", recs
 
 
+def _stops_the_run(exc: Exception) -> bool:
+    """Errors no later cell can escape, so the run stops with their line: a full disk (nothing more can be
+    written, failure records included) and a record of an unknown schema (never written over)."""
+    from vitbench import fsutil
+
+    return isinstance(exc, (fsutil.DiskFull, results.UnknownSchema)) or fsutil.is_disk_full(exc)
+
+
 def _run_one(cell, deps, state, path, out_dir, ctx, out, failed, skipped, log, on_end, fail_fast) -> None:
     log(f"start {cell.label} [{cell.key}]")
     t0 = time.perf_counter()
@@ -183,6 +191,8 @@ def _run_one(cell, deps, state, path, out_dir, ctx, out, failed, skipped, log, o
                                      data_fingerprint=cell_data_fingerprint(cell, ctx.data_root))
         written = results.write_record(out_dir, cell, record)
     except Exception as exc:  # noqa: BLE001 - any error inside a cell becomes its failure record
+        if _stops_the_run(exc):
+            raise
         if isinstance(exc, DataMissing) and cell.task.optional:
             skipped[cell.key] = f"optional task {cell.task.name!r}: its data is not present"
             out.skipped.append((cell, skipped[cell.key]))

@@ -29,7 +29,7 @@ ExecutorOpt = Annotated[str, typer.Option("--executor", help="local: worker proc
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help="Local worker processes (default: one per visible GPU, one in-process on CPU).")]
 FailFastOpt = Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failing cell (exit 2 with its error) instead of recording it and going on.")]
 ReportDirOpt = Annotated[Optional[Path], typer.Option("--report-dir", help="Report folder (default <out>/report); rebuilt for the whole results folder.")]
-ProgressEveryOpt = Annotated[Optional[float], typer.Option("--progress-every", help="Seconds between progress lines when stderr is not a terminal (env VITBENCH_PROGRESS_EVERY, default 30).")]
+ProgressEveryOpt = Annotated[Optional[float], typer.Option("--progress-every", help="Seconds between progress lines when stdout is not a terminal (env VITBENCH_PROGRESS_EVERY, default 30).")]
 PartitionOpt = Annotated[Optional[str], typer.Option("--partition", help="SLURM partition (--executor slurm).")]
 TimeOpt = Annotated[int, typer.Option("--time", help="SLURM time limit per array task, minutes; a task that reaches it is requeued and resumes.")]
 GpusOpt = Annotated[int, typer.Option("--gpus-per-node", help="GPUs per SLURM array task.")]
@@ -91,15 +91,25 @@ def write_report(records: list[dict[str, Any]], target: Path, title: str, analys
         return None
     target = Path(target)
     _check_report_target(target)
-    built = target.with_name(f".{target.name}.tmp-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}")
+    from vitbench import fsutil
+
+    built = fsutil.temp_path(target)
     try:
-        built.mkdir(parents=True)
-        (built / REPORT_MARK).write_text("written by vitbench; replaced as a whole on every report\n")
-        paths = build_report(records, built, title=title, analysis=analysis)
-        _swap_in(built, target)
-    except OSError as exc:
-        raise VitbenchError(f"cannot write the report in {str(target)!r} ({exc.strerror or exc}); pass --report-dir "
-                            "with a writable folder, or run `vitbench report` later") from None
+        try:
+            built.mkdir(parents=True)
+            (built / REPORT_MARK).write_text("written by vitbench; replaced as a whole on every report\n")
+            paths = build_report(records, built, title=title, analysis=analysis)
+            _swap_in(built, target)
+        except VitbenchError as exc:
+            cause = exc.__cause__ or exc.__context__
+            if cause is None or not fsutil.is_disk_full(cause):
+                raise
+            raise fsutil.disk_full(target.parent, what="the report") from None
+        except OSError as exc:
+            if fsutil.is_disk_full(exc):
+                raise fsutil.disk_full(target.parent, what="the report") from None
+            raise VitbenchError(f"cannot write the report in {str(target)!r} ({exc.strerror or exc}); pass --report-dir "
+                                "with a writable folder, or run `vitbench report` later") from None
     finally:
         shutil.rmtree(built, ignore_errors=True)
     return {name: target / Path(p).relative_to(built) for name, p in paths.items()}
@@ -110,9 +120,9 @@ def _progress_printer(todo, out_dir: Path, ctx, opts: StudyOptions, log):
     from vitbench.runlog import ProgressLines
 
     bars = err.is_terminal or os.environ.get("VITBENCH_PROGRESS") == "1"
-    lines = ProgressLines(len(todo), every_s=opts.progress_every, log=log, enabled=not bars, stream=sys.stderr)
+    lines = ProgressLines(len(todo), every_s=opts.progress_every, log=log, enabled=not out.is_terminal, stream=sys.stdout)
     ctx.progress = lines.step
-    if not bars:
+    if not bars:  # plain lines only (stdout off a terminal) or nothing but the log
         return (lambda cell, i, n: lines.cell_started(i, cell.label)), \
                (lambda cell, status, rec: lines.cell_ended(status, _detail(status, rec))), (lambda: None)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn

@@ -96,7 +96,7 @@ def cached_resized_images(split, prep, cache_dir: Path | str | None = None, prog
     if why and not why.startswith(IN_PROGRESS):  # no sidecar yet: maybe another process's entry in its last
         _discard(path, why)                      # step; replaced atomically below, never removed
     elif why:
-        warnings.warn(f"decoded-image cache {path} is incomplete ({why}); rebuilding it", stacklevel=2)
+        warnings.warn(f"decoded-image cache {path} is invalid ({why}); rebuilding it", stacklevel=2)
     try:
         writer = fsutil.NpyWriter(path, np.uint8, shape, what="the decoded-image cache")
     except OSError as exc:  # read-only or unwritable cache folder (a full disk is DiskFull, a VitbenchError)
