@@ -118,6 +118,8 @@ def test_validate_and_ls(workdir, capsys):
     assert code == 0 and "smoke" in out
     code, out, _ = run_cli(capsys, "ls", "tasks", "--suite", "smoke")
     assert code == 0 and "all[:1200]" in out
+    code, out, _ = run_cli(capsys, "ls", "tasks", "--suite", "fewshot")
+    assert code == 0 and "imagenet (optional)" in out and "cars (optional)" not in out
     code, out, _ = run_cli(capsys, "ls", "models")
     assert code == 0 and "vit_b16" in out
     code, out, _ = run_cli(capsys, "ls", "methods")

@@ -209,3 +209,47 @@ def test_progress_lines_are_throttled_and_logged(tmp_path):
     printed = stream.getvalue().splitlines()
     assert len(printed) == 2 and printed[1].startswith("cell 2/3 b: failed in") and "boom" in printed[1]
     assert "run ETA" in printed[1] and log.path.name.startswith("t-") and len(log.path.read_text().splitlines()) == 2
+
+
+def _dev_cells(tmp_path):
+    from vitbench import planner
+    from vitbench.suites import load_suite
+
+    text = (Path(__file__).resolve().parent.parent / "suites" / "smoke.toml").read_text().replace(
+        'splits = { train = "all[:1200]", test = "all[1200:]" }',
+        'splits = { train = "all[:1200]", minitrain = "all[:1000]", val = "all[1000:1200]", test = "all[1200:]" }')
+    text = text.replace("lr = 0.05", 'lr = [0.001, 0.05]\nlr_select = "dev"\nselect_train_split = "minitrain"\nselect_eval_split = "val"')
+    (tmp_path / "dev.toml").write_text(text)
+    cells = planner.expand(load_suite(str(tmp_path / "dev.toml")), ["vit_ti16"], ["finetune"], weights="none")
+    return planner.plan(cells, tmp_path / "res").todo
+
+
+def test_a_failed_dependency_fails_its_dependant_and_a_stop_ends_the_loop(tmp_path, monkeypatch):
+    import threading
+
+    from vitbench import planner, results, worker
+    from vitbench.cells import CellResult, RunContext
+
+    todo = _dev_cells(tmp_path)
+    ran = []
+
+    def fake(cell, ctx, deps):
+        ran.append(cell.params.get("stage"))
+        if cell.params.get("lr") == 0.05:
+            raise MemoryError("CUDA out of memory")
+        return CellResult(metrics={"top1": 0.5})
+
+    monkeypatch.setattr(planner, "runner_for", lambda method: fake)
+    monkeypatch.setattr("vitbench.data.fingerprint.cell_data_fingerprint", lambda cell, root: "fp")
+    outcome = worker.run_cells(todo, tmp_path / "res", RunContext())
+    assert ran == ["select", "select"]  # the final cell never ran: one of its selection runs failed
+    reasons = {c.params.get("stage") or "final": r["error"]["message"] for c, r in outcome.failed}
+    assert reasons["select"] == "MemoryError: CUDA out of memory"
+    assert reasons["final"].startswith("not run: the cell it depends on, ") and "CUDA out of memory" in reasons["final"]
+    assert len(outcome.written) == 1 and not list((tmp_path / "res").rglob("*.lock"))
+    assert sum(results.is_failed(r) for r in results.load_records(tmp_path / "res")) == 2
+
+    stop = threading.Event()
+    stop.set()
+    stopped = worker.run_cells(todo, tmp_path / "res2", RunContext(), stop=stop)
+    assert len(stopped.stopped) == len(todo) and not stopped.written

@@ -452,7 +452,7 @@ def ls(
             s = load_suite(name)
             for t in s.tasks:
                 sources = ", ".join(f"{src.kind}:{src.id}" if src.id else src.kind for src in t.sources)
-                table.add_row(s.name, t.name, t.group, str(t.num_classes), t.splits[t.train_split], t.splits[t.test_split], t.metric, sources)
+                table.add_row(s.name, t.name + (" (optional)" if t.optional else ""), t.group, str(t.num_classes), t.splits[t.train_split], t.splits[t.test_split], t.metric, sources)
         out.print(table)
     elif what == "models":
         from vitbench.models import models_table

@@ -92,6 +92,8 @@ def run_cells(
             break
         progressed = False
         for cell in list(pending):
+            if stop is not None and stop.is_set():
+                break
             path = results.record_path(out_dir, cell)
             rec = _finished(path, cell, run_start)
             if rec is not None:
