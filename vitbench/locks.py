@@ -76,14 +76,14 @@ def stale_reason(path: Path, info: dict[str, Any], *, stale_s: float | None = No
         age = time.time() - os.stat(path).st_mtime
     except FileNotFoundError:
         return "gone"
-    if age > stale_s:
-        return f"no heartbeat for {age:.0f}s (> {stale_s:.0f}s)"
     pid = info.get("pid")
-    if info.get("host") == socket.gethostname() and isinstance(pid, int):
+    if info.get("host") == socket.gethostname() and isinstance(pid, int):  # checked first: the surest reason
         if pid == os.getpid() and info.get("token") not in _HELD:
             return "left by an earlier claim of this process"
         if pid != os.getpid() and not _pid_alive(pid):
             return f"pid {pid} on this host is gone"
+    if age > stale_s:
+        return f"no heartbeat for {age:.0f}s (> {stale_s:.0f}s)"
     task = scheduler_task()
     if task and info.get("owner") == task and info.get("token") not in _HELD:
         return f"left by this scheduler task ({task}) before its requeue"
