@@ -7,14 +7,13 @@ writes it as one JSON record keyed by `cell_key`. Exercised by every `vitbench r
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vitbench.suites import TaskSpec
+from vitbench.hashing import canonical_json, json_sha256  # noqa: F401  (canonical_json re-exported)
+from vitbench.spec import TaskSpec
 
 # Bump when a protocol change alters numbers for an unchanged config, so old records stop matching.
 PROTOCOL_VERSION = 1
@@ -39,7 +38,7 @@ class Cell:
         """Everything that changes the number; its hash is the record key."""
         return {
             "protocol_version": PROTOCOL_VERSION,
-            "task": self.task.to_dict(),
+            "task": self.task.key_dict(),  # without the description: prose never changes a number
             "model": self.model,
             "weights_id": self.weights_id or self.weights,
             "method": self.method,
@@ -60,12 +59,8 @@ class Cell:
         return f"{self.suite}/{self.task.name} {self.model} {self.method} {shown} seed={self.seed}".replace("  ", " ")
 
 
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
 def cell_key(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:20]
+    return json_sha256(payload, 20)
 
 
 ProgressFn = Callable[[str, int, int], None]

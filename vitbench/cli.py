@@ -6,7 +6,6 @@ Every user error is one line on stderr with exit code 2 (see `main`).
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from pathlib import Path
@@ -97,18 +96,16 @@ def _execute(
     report: bool,
     pos_interp: str | None = None,
     skip_corrupt: bool = False,
-    default_model: str = "vit_b16",
 ) -> None:
     from vitbench import planner, results
     from vitbench.cells import RunContext
     from vitbench.suites import load_suite
 
     suite = load_suite(suite_name)
-    models = _csv(model) or [suite.defaults.get("model", default_model)]
-    weights = weights or suite.defaults.get("weights", "default")
-    methods = [m for m in methods if m in suite.defaults.get("methods", methods)] or methods
-    pos_interp = pos_interp or suite.defaults.get("pos_interp", "bilinear")
-    cells = planner.expand(suite, models, methods, weights=weights, tasks=_csv(tasks), overrides=overrides, pos_interp=pos_interp)
+    cells = planner.expand(
+        suite, suite.run_models(_csv(model)), suite.run_methods(methods), weights=suite.run_weights(weights),
+        tasks=_csv(tasks), overrides=overrides, pos_interp=suite.run_pos_interp(pos_interp),
+    )
     the_plan = planner.plan(cells, out_dir, force=force, shard=planner.parse_shard(shard))
     out.print(
         f"[bold]{suite.name}[/]: {len(the_plan.cells)} cells "
@@ -119,8 +116,6 @@ def _execute(
         return
     if the_plan.todo:
         results.ensure_writable(out_dir)
-    if cache_dir:
-        os.environ["VITBENCH_CACHE_DIR"] = str(cache_dir)
     ctx = RunContext(data_root=data_root, cache_dir=cache_dir, device=_device(device), skip_corrupt=skip_corrupt)
     written = run_with_progress(the_plan.todo, out_dir, ctx)
     keys = {c.key for c in the_plan.cells}
@@ -291,6 +286,7 @@ def report(
 def ls(
     what: Annotated[str, typer.Argument(help="suites | tasks | models")],
     suite: SuiteOpt = None,
+    tags: Annotated[bool, typer.Option("--tags", help="ls models: also list every timm weights tag (imports timm).")] = False,
 ) -> None:
     """List suites, the tasks of a suite (or all suites), or the model registry."""
     from vitbench.suites import available_suites, load_suite
@@ -318,14 +314,15 @@ def ls(
                 table.add_row(s.name, t.name, t.group, str(t.num_classes), t.splits[t.train_split], t.splits[t.test_split], t.metric, sources)
         out.print(table)
     elif what == "models":
-        from vitbench.models import models_table
+        from vitbench.models.registry import models_table
 
-        table = models_table().reset_index()
+        table = models_table(timm_tags=tags).reset_index()
         cols = ["name", "family", "patch_size", "layers", "hidden_size", "mlp_size", "heads", "params_backbone_m",
                 "pretrain_data", "native_resolution", "default_weights", "other_tags"]
         shown = table[[c for c in cols if c in table.columns]].astype(object)
         print_frame(shown.where(shown.notna(), ""),
-                     title="models (`name` or `name.tag`; also timm:<name>, torchvision:<name>, --weights PATH)")
+                     title="models (`name` or `name.tag`; also timm:<name>, torchvision:<name>, --weights PATH)"
+                           + ("" if tags else "; `--tags` lists every timm weights tag"))
     else:
         raise VitbenchError(f"`vitbench ls {what}`: choose suites, tasks or models")
 

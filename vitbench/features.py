@@ -14,7 +14,6 @@ eval preprocessing for both (fewshot_and_paper.md §1.3); so do we (`torch.infer
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -26,7 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from vitbench.cells import RunContext, canonical_json
+from vitbench import env
+from vitbench.cells import RunContext
+from vitbench.hashing import file_sha256, json_sha256
 from vitbench.errors import VitbenchError
 
 FEATURE_CACHE_VERSION = 1
@@ -46,12 +47,8 @@ def forward_pass_count() -> int:
 
 
 def default_cache_dir(cache_dir: str | Path | None = None) -> Path:
-    """`cache_dir` if given (`--cache-dir`), else `$VITBENCH_CACHE_DIR`, else the user cache dir."""
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    if os.environ.get("VITBENCH_CACHE_DIR"):
-        return Path(os.environ["VITBENCH_CACHE_DIR"]).expanduser()
-    return Path.home() / ".cache" / "vitbench"  # same default as vitbench.data.loader.default_cache_dir
+    """`cache_dir` if given (`--cache-dir`), else the run's or `$VITBENCH_CACHE_DIR`, else ~/.cache/vitbench."""
+    return env.cache_dir(cache_dir)
 
 
 def features_dir(cache_dir: str | Path | None = None) -> Path:
@@ -75,7 +72,7 @@ class FeatureKey:
             "version": FEATURE_CACHE_VERSION, "weights_sha256": self.weights_sha256,
             "preprocessing": self.preprocessing, "split_fingerprint": self.split_fingerprint, "split": self.split,
         }
-        return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:24]
+        return json_sha256(payload, 24)
 
     def stem(self) -> str:
         label = "_".join(p for p in (self.model, self.task, self.split) if p)
@@ -109,11 +106,7 @@ def feature_key(model, split, prep, *, split_name: str, model_name: str = "", ta
 
 
 def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path, memo=False)  # integrity check: always read the bytes again
 
 
 def _meta_path(npy: Path) -> Path:

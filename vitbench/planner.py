@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vitbench import results
+from vitbench import env, results
 from vitbench.cells import Cell, CellResult, RunContext
 from vitbench.errors import VitbenchError
 from vitbench.suites import METHODS, Suite, TaskSpec
@@ -152,7 +152,7 @@ def _validate(params: dict[str, Any], method: str, where: str) -> None:
 
 
 def _check_preprocessing(params: dict[str, Any], where: str) -> None:
-    from vitbench.data.transforms import PIL_INTERPOLATION, RESIZE_MODES
+    from vitbench.data.resize import PIL_INTERPOLATION, RESIZE_MODES
 
     if params["resize"] not in RESIZE_MODES:
         raise VitbenchError(f"{where}: resize must be one of {list(RESIZE_MODES)}, got {params['resize']!r}")
@@ -163,7 +163,7 @@ def _check_preprocessing(params: dict[str, Any], where: str) -> None:
 
 
 def resolve_weights_id(model: str, weights: str) -> str:
-    from vitbench.models import resolve_weights_id as _resolve
+    from vitbench.models.weights import resolve_weights_id as _resolve
 
     return _resolve(model, weights)
 
@@ -300,6 +300,11 @@ def execute(
     on_done: Callable[[Cell, dict[str, Any], Path], None] | None = None,
 ) -> list[tuple[Cell, dict[str, Any], Path]]:
     """Run each cell and write its record as soon as it finishes (so an interruption loses one cell at most)."""
+    with env.cache_dir_scope(ctx.cache_dir):  # --cache-dir also reaches code not handed ctx (HF datasets cache)
+        return _execute(todo, out_dir, ctx, on_start, on_done)
+
+
+def _execute(todo, out_dir, ctx, on_start, on_done) -> list[tuple[Cell, dict[str, Any], Path]]:
     written = []
     for i, cell in enumerate(todo):
         if on_start:

@@ -10,7 +10,6 @@ sha256 per shard. Afterwards `load_split` reads them offline. `verify_task` rech
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import io
 import json
 import os
@@ -28,7 +27,8 @@ from vitbench.data.base import decode_image
 from vitbench.data.loader import load_split
 from vitbench.data.prepared import MANIFEST, entry_matches_task, manifest_path, read_manifest
 from vitbench.errors import VitbenchError, unknown_name
-from vitbench.suites import TaskSpec
+from vitbench.hashing import file_sha256
+from vitbench.spec import TaskSpec
 
 FORMAT = 1
 SHARD_BYTES = 256 << 20
@@ -37,11 +37,7 @@ CHUNK = 128
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_sha256(path, memo=False)  # integrity check: always read the bytes again
 
 
 def default_prepare_splits(task: TaskSpec) -> list[str]:

@@ -102,8 +102,9 @@ def list_models() -> list[ModelInfo]:
     return list(MODELS.values())
 
 
-def models_table():
-    """A pandas DataFrame with one row per paper model (what `vitbench ls models` prints)."""
+def models_table(timm_tags: bool = True):
+    """A pandas DataFrame with one row per paper model (what `vitbench ls models` prints). `other_tags` lists
+    the torchvision tags, plus every timm weights tag when `timm_tags` (which imports timm, hence torch)."""
     import pandas as pd
 
     rows = []
@@ -112,7 +113,7 @@ def models_table():
         row["params_backbone_m"] = round(row.pop("params_backbone") / 1e6, 2)
         row["pretrain_images"] = m.pretrain_images
         row["default_weights"] = m.default_weights
-        others = [t for t in available_tags(m.name) if t != m.default_tag]
+        others = [t for t in available_tags(m.name) if t != m.default_tag] if timm_tags else []
         row["other_tags"] = ", ".join(list(m.torchvision_tags) + [t for t in others if not t.startswith("tv_")])
         rows.append(row)
     return pd.DataFrame(rows).set_index("name")
@@ -190,8 +191,6 @@ def hub_weights_id(ref: ModelRef, tag: str | None = None) -> str:
     """The weights id of a hub checkpoint (`timm/<arch>.<tag>`, `torchvision/<builder>.<ENUM>`), no I/O."""
     tag = tag or ref.tag
     if ref.library == "torchvision":  # DEFAULT resolves to the concrete enum: it may change between versions
-        from vitbench.models.tvnets import weights_enum
-
         return f"torchvision/{ref.arch}.{weights_enum(ref.arch, tag).name}"
     if tag and tag.startswith("tv_"):
         return f"torchvision/{ref.info.torchvision_builder}.{TORCHVISION_VIT_TAGS[tag]}"
@@ -207,3 +206,19 @@ def hub_weights_id(ref: ModelRef, tag: str | None = None) -> str:
                                     "pass --weights PATH (a local file) or --weights none")
             tag = cfg.tag
     return f"timm/{ref.arch}.{tag}"
+
+
+def weights_enum(builder: str, enum_name: str | None):
+    """The torchvision weights enum member (`DEFAULT` when `enum_name` is None)."""
+    import torchvision
+
+    try:
+        enum_cls = torchvision.models.get_model_weights(builder)
+    except (ValueError, KeyError):
+        raise VitbenchError(f"torchvision model {builder!r} has no pretrained weights; pass --weights PATH "
+                            "or --weights none") from None
+    names = [e.name for e in enum_cls] + ["DEFAULT"]
+    name = enum_name or "DEFAULT"
+    if name not in names:
+        raise unknown_name(f"weights of torchvision:{builder}", name, names)
+    return enum_cls[name] if name != "DEFAULT" else enum_cls.DEFAULT

@@ -6,11 +6,12 @@ Accuracies are shown in percent, as the paper prints them.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from vitbench.hashing import json_sha256
 
 REFERENCE_CSV = Path(__file__).resolve().parent / "reference" / "paper.csv"
 VTAB_GROUPS = ("natural", "specialized", "structured")
@@ -58,10 +59,8 @@ def l2_choice_across_tasks(records: list[dict[str, Any]]) -> dict:
 def config_id(rec: dict[str, Any]) -> str:
     """Short hash of everything that defines the number except the seed: records that differ only by seed
     share it, so a rerun with changed preprocessing or code protocol never pools with older records."""
-    from vitbench.cells import canonical_json
-
     cell = {k: v for k, v in (rec.get("cell") or {}).items() if k != "seed"}
-    return hashlib.sha256(canonical_json(cell).encode()).hexdigest()[:8]
+    return json_sha256(cell, 8)
 
 
 def tidy(records: list[dict[str, Any]], l2_choice: dict | None = None) -> pd.DataFrame:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from vitbench import env
 from vitbench.data.base import decode_image
 from vitbench.data.sources.base import SourceReader, SourceUnavailable, hub_offline, hub_reachable, local_path, option
 from vitbench.errors import VitbenchError
@@ -144,9 +145,7 @@ class HFReader(SourceReader):
 
 
 def _datasets_cache_dir() -> str:
-    from vitbench.data.loader import default_cache_dir
-
-    return str(default_cache_dir() / "hf-datasets")
+    return str(env.cache_dir() / "hf-datasets")
 
 
 WDS_HUB_DATA_FILES = ({"train": "train/*.tar", "test": "test/*.tar"}, {"test": "test/*.tar"})

@@ -1,0 +1,55 @@
+"""Task and source specifications: what a suite file's `[[tasks]]` entries become.
+
+`TaskSpec` and `SourceSpec` are plain frozen dataclasses shared by the suite loader (`vitbench.suites`), the
+data layer (`vitbench.data`) and cells (`vitbench.cells`, whose record key hashes `TaskSpec.key_dict()`).
+They import nothing from vitbench, so every layer can depend on them. Exercised by `vitbench validate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Fields that document a task but cannot change a number; they stay out of record keys.
+DOC_FIELDS = ("description",)
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where a task's images come from. `kind` picks the reader; `id` is a hub id, class name or path."""
+
+    kind: str
+    id: str = ""
+    options: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One benchmark task: its sources (tried in order), named splits, classes, label map, group, metric.
+
+    `splits` maps split names to slice expressions over the source's own splits, e.g.
+    ``{"train": "train[:800]+train[2754:2954]", "val": "train[2754:2954]", "test": "test"}``.
+    Runners train on `train_split` and evaluate on `test_split`.
+    """
+
+    name: str
+    num_classes: int
+    sources: tuple[SourceSpec, ...]
+    splits: dict[str, str] = field(hash=False)
+    group: str = ""
+    metric: str = "top1"
+    label_transform: str = ""
+    train_split: str = "train"
+    test_split: str = "test"
+    val_split: str = ""
+    description: str = ""
+    options: dict[str, Any] = field(default_factory=dict, hash=False)
+    fewshot: dict[str, Any] = field(default_factory=dict, hash=False)  # per-task method parameters, over the suite's
+    finetune: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def key_dict(self) -> dict[str, Any]:
+        """`to_dict()` without the documentation fields: what a record key hashes."""
+        return {k: v for k, v in self.to_dict().items() if k not in DOC_FIELDS}
