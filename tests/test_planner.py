@@ -1,12 +1,12 @@
 """Planner: suite -> cells, parameter layering, resume split, --shard partitioning."""
 
-from pathlib import Path
-
 import pytest
 
 from vitbench import planner
 from vitbench.errors import VitbenchError
 from vitbench.suites import load_suite
+
+from suite_helpers import DEV_SPLITS, smoke_doc, write_suite
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +60,8 @@ def test_unknown_method_and_model(smoke):
 
 
 def test_lr_selection_on_the_dev_split_plans_select_then_final_cells(tmp_path):
-    text = (Path(__file__).resolve().parent.parent / "suites" / "smoke.toml").read_text()
-    text = text.replace('splits = { train = "all[:1200]", test = "all[1200:]" }',
-                        'splits = { train = "all[:1200]", minitrain = "all[:1000]", val = "all[1000:1200]", test = "all[1200:]" }')
-    text = text.replace("lr = 0.05", 'lr = [0.01, 0.05]\nlr_select = "dev"\nselect_train_split = "minitrain"\nselect_eval_split = "val"')
-    (tmp_path / "s.toml").write_text(text)
+    dev = {"lr": [0.01, 0.05], "lr_select": "dev", "select_train_split": "minitrain", "select_eval_split": "val"}
+    write_suite(tmp_path / "s.toml", smoke_doc(task={"splits": DEV_SPLITS}, finetune=dev))
     suite = load_suite(str(tmp_path / "s.toml"))
     cells = planner.expand(suite, ["vit_ti16"], ["finetune"], weights="none")
     assert [c.params.get("stage") for c in cells] == ["select", "select", "final"]
@@ -73,6 +70,6 @@ def test_lr_selection_on_the_dev_split_plans_select_then_final_cells(tmp_path):
     assert [c.key for c in planner.selection_cells(final)] == [c.key for c in cells[:2]]
     with pytest.raises(VitbenchError, match="has no record"):
         planner.choose_lr(final, tmp_path)  # selection runs must finish first
-    (tmp_path / "bad.toml").write_text(text.replace('select_eval_split = "val"', 'select_eval_split = "dev"'))
+    write_suite(tmp_path / "bad.toml", smoke_doc(task={"splits": DEV_SPLITS}, finetune={**dev, "select_eval_split": "dev"}))
     with pytest.raises(VitbenchError, match="lr_select = 'dev' needs finetune.select_eval_split"):
         planner.expand(load_suite(str(tmp_path / "bad.toml")), ["vit_ti16"], ["finetune"], weights="none")

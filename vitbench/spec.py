@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-# Fields that document a task but cannot change a number; they stay out of record keys.
+# Prose that documents a task or a source but cannot change a number; it stays out of record keys, so
+# editing a description or a caveat never orphans results already computed.
 DOC_FIELDS = ("description",)
+DOC_SOURCE_OPTIONS = ("caveat", "substitute_note")
 
 
 @dataclass(frozen=True)
@@ -51,5 +53,10 @@ class TaskSpec:
         return asdict(self)
 
     def key_dict(self) -> dict[str, Any]:
-        """`to_dict()` without the documentation fields: what a record key hashes."""
-        return {k: v for k, v in self.to_dict().items() if k not in DOC_FIELDS}
+        """`to_dict()` without the prose (`DOC_FIELDS`, `DOC_SOURCE_OPTIONS`): what a record key hashes."""
+        out = {k: v for k, v in self.to_dict().items() if k not in DOC_FIELDS}
+        out["sources"] = [
+            {**s, "options": {k: v for k, v in s["options"].items() if k not in DOC_SOURCE_OPTIONS}}
+            for s in out["sources"]
+        ]
+        return out
