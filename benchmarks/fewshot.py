@@ -70,7 +70,7 @@ def sklearn_sweep(x_train, y_train, x_test, shots, seeds, grid, k):
         for n in shots:
             idx = subsets[n]
             x = x_train[idx].astype(np.float64)
-            mean, std = x.mean(0), x.std(0) + fs.STD_EPS  # by hand, as big_vision (fewshot_and_paper.md §1.5)
+            mean, std = x.mean(0), x.std(0) + fs.STD_EPS  # by hand, as big_vision (docs/fewshot.md#scikit-learn-reference)
             xs, xt = (x - mean) / std, (x_test.astype(np.float64) - mean) / std
             preds[(n, seed)] = np.stack(
                 [RidgeClassifier(alpha=l2).fit(xs, y_train[idx]).predict(xt) for l2 in grid]

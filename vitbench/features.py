@@ -9,7 +9,7 @@ rebuilt, never silently used. The cache dir is `--cache-dir`, else `$VITBENCH_CA
 `vitbench fewshot` (via `vitbench.runners.fewshot`) and listed/cleared by `vitbench cache ls|clear`.
 
 Protocol: big_vision runs the model over the whole train and test splits in a fixed order, with the same
-eval preprocessing for both (fewshot_and_paper.md §1.3); so do we (`torch.inference_mode`, `model.eval()`).
+eval preprocessing for both (docs/fewshot.md#big_vision-protocol); so do we (`torch.inference_mode`, `model.eval()`).
 """
 
 from __future__ import annotations

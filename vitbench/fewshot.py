@@ -4,7 +4,7 @@ Owns: sampling the n-shot subsets (`sample_shots`), the closed-form regularised 
 solved once for many l2 values (`lsr_factorize`, `lsr_predict`), accuracy, and l2 selection (`fixed`,
 `mean-rank`, `leave-self-out`, `cv`). Exercised by `vitbench fewshot` (through `vitbench.runners.fewshot`).
 
-The protocol is big_vision's `fewshot_lsr` evaluator (fewshot_and_paper.md §1.3):
+The protocol is big_vision's `fewshot_lsr` evaluator (docs/fewshot.md#big_vision-protocol):
 - subsets: per seed one `numpy.random.default_rng(seed)`; classes 0..K-1 in order, one permutation of each
   class's train indices; the n-shot subset is the first n of each class, so subsets of a seed are nested;
 - features standardised per dimension with the subset's mean and population std + 1e-5 (the same
@@ -13,7 +13,7 @@ The protocol is big_vision's `fewshot_lsr` evaluator (fewshot_and_paper.md §1.3
 - one eigendecomposition of X^T X (N >= D+1, primal) or X X^T (dual) serves every l2 value;
 - prediction is the argmax over classes; the metric is top-1 on the full test split.
 l2 selection over a grid follows scenic/vmoe (mean rank across tasks) and uncertainty-baselines
-(leave-self-out) (fewshot_and_paper.md §1.4); `cv` is our addition and never looks at test data.
+(leave-self-out) (docs/fewshot.md#l2-grid-and-selection); `cv` is our addition and never looks at test data.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import torch
 
 from vitbench.errors import VitbenchError
 
-BIAS_CONSTANT = 100.0  # big_vision BIAS_CONSTANT (fewshot_and_paper.md §1.3)
-STD_EPS = 1e-5  # added to the population std (fewshot_and_paper.md §1.3)
+BIAS_CONSTANT = 100.0  # big_vision BIAS_CONSTANT (docs/fewshot.md#big_vision-protocol)
+STD_EPS = 1e-5  # added to the population std (docs/fewshot.md#big_vision-protocol)
 DEFAULT_SHOTS = (1, 5, 10, 25)  # big_vision common_fewshot.py
 DEFAULT_SEEDS = (0, 1, 2)  # num_seeds=3
 DEFAULT_L2 = 2.0**10  # l2_reg = 1024
@@ -55,7 +55,7 @@ def sample_shots(
     For each class (in order) one permutation of its indices is drawn from `numpy.random.default_rng(seed)`;
     the n-shot subset is the first n of every class's permutation, so subsets of one seed are nested.
     A class with fewer than n examples contributes all it has and a `FewShotWarning` is issued
-    (fewshot_and_paper.md §1.3: big_vision takes all of them silently).
+    (docs/fewshot.md#big_vision-protocol: big_vision takes all of them silently).
     """
     labels = np.asarray(labels)
     shot_list = [int(shots)] if np.isscalar(shots) else [int(s) for s in shots]
@@ -264,7 +264,7 @@ def mean_ranks(acc) -> dict[float, float]:
 
 
 def select_l2_mean_rank(acc, prefer: float = DEFAULT_L2) -> float:
-    """One l2 for all tasks: the best mean rank across tasks (scenic / vmoe; fewshot_and_paper.md §1.4).
+    """One l2 for all tasks: the best mean rank across tasks (scenic / vmoe; docs/fewshot.md#l2-grid-and-selection).
 
     `acc`: pandas DataFrame (index tasks, columns l2 values) or `dict[task -> dict[l2 -> accuracy]]`.
     """

@@ -21,7 +21,7 @@ from vitbench.cells import Cell, CellResult, RunContext
 from vitbench.errors import VitbenchError
 from vitbench.suites import METHODS, Suite, TaskSpec
 
-# big_vision `get_fewshot_lsr` defaults (fewshot_and_paper.md §1.3); grid 2^-10..2^19 as scenic/vmoe (§1.4).
+# big_vision `get_fewshot_lsr` defaults (docs/fewshot.md#big_vision-protocol); grid 2^-10..2^19 as scenic/vmoe (§1.4).
 FEWSHOT_DEFAULTS: dict[str, Any] = {
     "shots": [1, 5, 10, 25],
     "seeds": [0, 1, 2],
@@ -32,12 +32,12 @@ FEWSHOT_DEFAULTS: dict[str, Any] = {
     "cv_folds": 5,
     "img_size": None,
     # big_vision's few-shot preprocessing: resize both sides to 256 (bilinear, aspect not kept), central crop 224
-    # (fewshot_and_paper.md §1.3); at other sizes the same ratio, size / 0.875.
+    # (docs/fewshot.md#big_vision-protocol); at other sizes the same ratio, size / 0.875.
     "resize": "squash_crop",
     "crop_pct": 0.875,
     "interpolation": "bilinear",
 }
-# The paper's VTAB recipe (Table 4, §B.1.1; finetune_and_weights.md §1.1, §1.5): SGD momentum 0.9, batch 512,
+# The paper's VTAB recipe (Table 4, §B.1.1; docs/finetune.md#paper-recipe, #recipe): SGD momentum 0.9, batch 512,
 # cosine decay, no weight decay, global-norm clipping at 1, 384 px, inception crop + flip.
 FINETUNE_DEFAULTS: dict[str, Any] = {
     "steps": 2500,

@@ -8,7 +8,7 @@ Per-source options understood here (any source kind):
 - `split_map`: {name in the task's expressions -> this source's split name}, e.g. {validation = "val"}.
 - `splits`: {task split -> expression over this source} for equivalent slices (recorded as a remap).
 - `substitutes`: {task split -> expression} for stand-ins that differ from the paper's split (recorded as a
-  substitution with `substitute_note`), e.g. clip-benchmark mirrors have no VTAB val (vtab_tasks.md §3c).
+  substitution with `substitute_note`), e.g. clip-benchmark mirrors have no VTAB val (docs/sources.md#hugging-face-mirrors).
 - `unavailable`: [task splits this source cannot give]; the next source is tried.
 - `label_transform`: overrides the task's transform ("" = labels already mapped).
 - `lossy`: true when the images are lossy re-encodings (JPEG copies).
@@ -36,7 +36,7 @@ from vitbench.spec import SourceSpec, TaskSpec
 FORMAT_VERSION = 1
 
 
-# Sizes of the VTAB-1k subsets (task_adaptation: plain prefixes, vtab_tasks.md §2).
+# Sizes of the VTAB-1k subsets (task_adaptation: plain prefixes, docs/vtab.md#splits).
 VTAB1K_SIZES = {"train800": 800, "val200": 200, "train800val200": 1000}
 
 def default_cache_dir() -> Path:
@@ -220,7 +220,7 @@ def load_split(
         )
     expected = VTAB1K_SIZES.get(split)
     if expected is not None and len(result) != expected:
-        # VTAB-1k's named subsets have fixed sizes (vtab_tasks.md §2); a copy with fewer rows is incomplete
+        # VTAB-1k's named subsets have fixed sizes (docs/vtab.md#splits); a copy with fewer rows is incomplete
         note = f"split {split!r} has {len(result)} images, VTAB-1k defines {expected}: the data copy is incomplete"
         warnings.warn(f"task {task.name!r}: {note}", stacklevel=2)
         result.provenance.setdefault("caveats", []).append(note)

@@ -1,7 +1,7 @@
 """ImageNet ReaL ("Are we done with ImageNet?", Beyer et al. 2020): label sets and the ReaL metric.
 
 `real.json` is a list of 50,000 lists of class ids in validation file-name order, entry 0 being
-ILSVRC2012_val_00000001.JPEG (1-based file numbers, as timm's RealLabelsImagenet; vtab_tasks.md §4).
+ILSVRC2012_val_00000001.JPEG (1-based file numbers, as timm's RealLabelsImagenet; docs/real.md).
 ReaL accuracy: images with an empty set are left out of numerator and denominator; a prediction is a hit if
 it is in the set. Exercised by `vitbench run` on tasks with `metric = "real"`.
 """

@@ -3,8 +3,8 @@
 `preprocessing_for(model.data_config)` gives a `Preprocessing` (recorded in every result via `.to_dict()`);
 `resized_images` returns the decoded uint8 cache at the eval resolution; `normalize` turns uint8 NHWC
 batches into model input; `train_augment` is the fine-tuning augmentation (inception crop 5-100% area,
-ratio 3/4-4/3, horizontal flip; finetune_and_weights.md). Eval resize is "squash" (resize to a square
-ignoring aspect ratio, as vit_jax / task_adaptation's `tf.image.resize`, vtab_tasks.md §1) or
+ratio 3/4-4/3, horizontal flip; docs/finetune.md#vit_jax). Eval resize is "squash" (resize to a square
+ignoring aspect ratio, as vit_jax / task_adaptation's `tf.image.resize`, docs/vtab.md#tasks) or
 "resize_crop" (short side to size/crop_pct, centre crop, as timm). Exercised by `vitbench run`,
 `vitbench fewshot` and `vitbench finetune`.
 """

@@ -88,7 +88,7 @@ def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
 
 def torchvision_vit_to_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename a torchvision ViT state dict to timm's layout: a rename only, q/k/v stay stacked in the same order
-    (finetune_and_weights.md §2.4, key-mapping table)."""
+    (docs/models.md#state-dict-keys)."""
     out: dict[str, torch.Tensor] = {}
     rename = {"conv_proj.weight": "patch_embed.proj.weight", "conv_proj.bias": "patch_embed.proj.bias",
               "class_token": "cls_token", "encoder.pos_embedding": "pos_embed",

@@ -5,9 +5,9 @@ Owns: `ModelInfo` (one row of `vitbench ls models`), `list_models()`, `models_ta
 `torchvision:resnet50`) into a `ModelRef` naming the library, architecture and weights tag. Nothing here builds a
 model or touches the network. Exercised by `vitbench ls models` and by every command that takes `--model`.
 
-Facts carried over: Table 1 sizes (fewshot_and_paper.md "Table 1"), pre-training data sizes (fewshot_and_paper.md
-§B.1: ImageNet 1.3M, ImageNet-21k 14M, JFT 303M), pre-training compute (fewshot_and_paper.md Tables 2 and 6),
-checkpoint tags (finetune_and_weights.md §2.4, §3), [-1, 1] input scaling (finetune_and_weights.md §5.3).
+Facts carried over (docs/models.md): sizes (paper Table 1), pre-training data sizes (paper §4.1: ImageNet
+1.3M, ImageNet-21k 14M, JFT 303M), pre-training compute (paper Tables 2 and 6),
+checkpoint tags (docs/models.md#checkpoints), [-1, 1] input scaling (docs/models.md#checkpoints).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from vitbench.errors import VitbenchError, unknown_name
 
 IN21K = "ImageNet-21k"
 DATA_SIZES = {"ImageNet-1k": 1_280_000, IN21K: 14_000_000, "JFT-300M": 303_000_000}
-GOOGLE_NORM = "[-1, 1] (mean = std = 0.5)"  # finetune_and_weights.md §5 item 3
+GOOGLE_NORM = "[-1, 1] (mean = std = 0.5)"  # docs/models.md#checkpoints
 IMAGENET_NORM = "ImageNet mean/std"
 
-# torchvision ViT builders and their weight enums (finetune_and_weights.md §2.2); tag -> enum member name.
+# torchvision ViT builders and their weight enums (docs/models.md#checkpoints); tag -> enum member name.
 TORCHVISION_VIT_TAGS = {
     "tv_in1k": "IMAGENET1K_V1",
     "tv_swag_e2e": "IMAGENET1K_SWAG_E2E_V1",
@@ -72,7 +72,7 @@ def _bit(name, arch, layers, d, n, ref):
 
 _ALL_TV = ("tv_in1k", "tv_swag_e2e", "tv_swag_linear")
 MODELS: dict[str, ModelInfo] = {m.name: m for m in [
-    # ViT-Ti/S are not in the ViT paper; their ImageNet-21k weights are AugReg's (finetune_and_weights.md §2.4).
+    # ViT-Ti/S are not in the ViT paper; their ImageNet-21k weights are AugReg's (docs/models.md#checkpoints).
     _vit("vit_ti16", "vit_tiny_patch16_224", "augreg_in21k", 16, 12, 192, 768, 3, 5_524_416,
          "not in ViT paper (AugReg)", "not published"),
     _vit("vit_s16", "vit_small_patch16_224", "augreg_in21k", 16, 12, 384, 1536, 6, 21_665_664,
@@ -87,7 +87,7 @@ MODELS: dict[str, ModelInfo] = {m.name: m for m in [
          "307M for Large (Table 1)", "JFT 7ep: 196 exaFLOPs (Table 6)", "vit_l_32", ("tv_in1k",)),
     _vit("vit_h14", "vit_huge_patch14_224", "orig_in21k", 14, 32, 1280, 5120, 16, 630_764_800,
          "632M (Table 1)", "JFT 14ep: 4262 exaFLOPs (Table 6)", "vit_h_14", ("tv_swag_e2e", "tv_swag_linear")),
-    # BiT-M (finetune_and_weights.md §3); reference counts are timm's results CSV, with a 1000-class head (§4.2).
+    # BiT-M (docs/models.md#checkpoints); reference counts are timm's results CSV, with a 1000-class head (§4.2).
     _bit("bit_r50x1", "resnetv2_50x1_bit", 50, 2048, 23_500_352, "25.55M incl. 1k head (timm CSV)"),
     _bit("bit_r50x3", "resnetv2_50x3_bit", 50, 6144, 211_174_080, "n/a"),
     _bit("bit_r101x1", "resnetv2_101x1_bit", 101, 2048, 42_492_480, "n/a"),

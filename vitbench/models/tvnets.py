@@ -1,7 +1,7 @@
 """torchvision networks and weights: `torchvision:<builder>` pass-through and the `vit_*.tv_*` weights tags.
 
 Owns `build_torchvision` (a torchvision model with its classifier replaced by `Identity`, so its output is the
-pre-logits vector: for `VisionTransformer` the class token after `encoder.ln`, finetune_and_weights.md §2.2),
+pre-logits vector: for `VisionTransformer` the class token after `encoder.ln`, docs/models.md#checkpoints),
 `fetch_torchvision_weights` (torch hub cache first, offline-first, loaded with `weights_only=True`) and
 `torchvision_data_config` (mean/std/interpolation/crop of a weights enum). Note: torchvision's ViT weights are
 not the paper's checkpoints (IMAGENET1K_V1 is trained from scratch on ImageNet-1k; SWAG is Facebook's

@@ -141,7 +141,7 @@ def vtab_means(agg: pd.DataFrame) -> pd.DataFrame:
     """Per (model, weights, method, setting): mean over tasks, per-group means, and the mean of group means.
 
     Both overall numbers are reported and labelled, because BiT's overall is task-weighted while many later
-    papers average the three group means (vtab_tasks.md §2, "VTAB-1k evaluation protocol").
+    papers average the three group means (docs/vtab.md#protocol).
     """
     sub = agg[agg["group"].isin(VTAB_GROUPS)] if not agg.empty else agg
     if sub.empty:

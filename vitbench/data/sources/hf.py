@@ -3,7 +3,7 @@
 
 Options: `image_key` (default: first of image/img/webp/jpg/png), `label_key` (default label/cls),
 `config`, `revision`, `order_key` (sort rows by this column; wds default `__key__`, because shard files
-list as 0, 1, 10, 2... and the mirrors' `__key__` is the row index `s%07d`, vtab_tasks.md §3c),
+list as 0, 1, 10, 2... and the mirrors' `__key__` is the row index `s%07d`, docs/sources.md#hugging-face-mirrors),
 `key_column` (per-image names), `data_files` ({split: glob} for local files).
 Offline (HF_HUB_OFFLINE=1) a hub id that is not in the local HF caches fails at once without importing
 `datasets`; online, an unreachable hub fails after one 3 s connection attempt. Exercised by
