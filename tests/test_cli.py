@@ -165,8 +165,10 @@ def test_finetune_lr_chosen_on_the_dev_split_then_retrained(workdir, capsys):
     assert code == 0, err
     recs = {(r["params"].get("stage"), r["params"]["lr"]): r for r in map(lambda p: json.loads(p.read_text()), record_files(workdir / "res"))}
     assert set(recs) == {("select", 0.001), ("select", 0.05), ("final", None)}
-    assert recs[("select", 0.05)]["details"]["eval_split"] == "val" and recs[("select", 0.05)]["provenance"]["test"]["n"] == 200
+    assert recs[("select", 0.05)]["details"]["eval_split"] == "val"
+    assert recs[("select", 0.05)]["provenance"]["test"]["n"] == 200
     sel = recs[("final", None)]["details"]["lr_selection"]
     dev = {lr: recs[("select", lr)]["metrics"]["top1"] for lr in (0.001, 0.05)}
-    assert sel["chosen_lr"] == max(dev, key=dev.get) and recs[("final", None)]["provenance"]["test"]["n"] == 597
+    assert sel["chosen_lr"] == max(dev, key=dev.get)
+    assert recs[("final", None)]["provenance"]["test"]["n"] == 597
     assert "chosen on dev from [0.001, 0.05]" in out

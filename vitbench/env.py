@@ -6,7 +6,10 @@ Every `VITBENCH_*` variable and the Hugging Face offline switches are read here 
   default `~/.cache/vitbench`.
 - `VITBENCH_DATA_ROOT` (or `--data-root`): prepared task data; default `~/.cache/vitbench/data`.
 - `VITBENCH_REAL_JSON`: the ImageNet-ReaL label file; default `<data root>/real.json`.
-- `HF_HUB_OFFLINE` / `HF_DATASETS_OFFLINE`: never touch the network (see `hub_offline`, `datasets_offline`).
+- `VITBENCH_PROGRESS=1`: draw progress bars even when stderr is not a terminal.
+- `HF_HUB_OFFLINE` / `HF_DATASETS_OFFLINE`: never touch the network (see `hub_offline`, `datasets_offline`);
+  `HF_ENDPOINT`, `HF_HOME`, `HF_HUB_CACHE`, `HF_DATASETS_CACHE`: where the Hugging Face hub and its caches are,
+  read as huggingface_hub / datasets read them (`hf_endpoint`, `hf_hub_cache`, `hf_datasets_cache`).
 
 Suite files are found here too (`suite_dirs`, `available_suites`): `./suites` first, then the ones shipped
 inside the package (`vitbench/suite_files/`).
@@ -73,6 +76,26 @@ def real_json(root: str | os.PathLike | None = None) -> Path:
     """`$VITBENCH_REAL_JSON`, else `<data root>/real.json`."""
     env = os.environ.get(REAL_JSON_ENV)
     return Path(env).expanduser() if env else data_root(root) / "real.json"
+
+
+def progress_forced() -> bool:
+    return os.environ.get("VITBENCH_PROGRESS") == "1"
+
+
+def hf_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+
+
+def _hf_home() -> Path:
+    return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")).expanduser()
+
+
+def hf_hub_cache() -> Path:
+    return Path(os.environ.get("HF_HUB_CACHE", os.environ.get("HUGGINGFACE_HUB_CACHE", _hf_home() / "hub"))).expanduser()
+
+
+def hf_datasets_cache() -> Path:
+    return Path(os.environ.get("HF_DATASETS_CACHE", _hf_home() / "datasets")).expanduser()
 
 
 def _flag(name: str) -> bool:

@@ -32,9 +32,7 @@ LABEL_KEYS = ("label", "cls", "labels", "fine_label")
 
 def hf_cache_candidates(repo_id: str) -> list[Path]:
     """Folders where a hub dataset would be cached locally (hub snapshot cache and datasets' arrow cache)."""
-    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")).expanduser()
-    hub = Path(os.environ.get("HF_HUB_CACHE", os.environ.get("HUGGINGFACE_HUB_CACHE", home / "hub"))).expanduser()
-    ds = Path(os.environ.get("HF_DATASETS_CACHE", home / "datasets")).expanduser()
+    hub, ds = env.hf_hub_cache(), env.hf_datasets_cache()
     return [hub / f"datasets--{repo_id.replace('/', '--')}", ds / repo_id.replace("/", "___")]
 
 
