@@ -72,7 +72,6 @@ class Suite:
         return [m for m in requested if m in allowed] or list(requested)
 
 
-
 def resolve_suite_path(name_or_path: str) -> Path:
     p = Path(name_or_path)
     if p.suffix == ".toml" or p.exists() or "/" in name_or_path:
