@@ -10,7 +10,7 @@ import pytest
 
 from vitbench.cli import main
 
-from suite_helpers import DEV_SPLITS, fast_smoke_doc, write_suite
+from suite_builder import DEV_SPLITS, fast_smoke_doc, write_suite
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from vitbench import planner
 from vitbench.errors import VitbenchError
 from vitbench.suites import load_suite
 
-from suite_helpers import DEV_SPLITS, smoke_doc, write_suite
+from suite_builder import DEV_SPLITS, smoke_doc, write_suite
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from vitbench.env import BUNDLED_SUITES, available_suites
 from vitbench.errors import VitbenchError
 from vitbench.suites import load_suite
 
-from suite_helpers import shipped_doc, smoke_doc, write_suite
+from suite_builder import shipped_doc, smoke_doc, write_suite
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted(p.stem for p in BUNDLED_SUITES.glob("*.toml"))
