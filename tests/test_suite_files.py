@@ -178,3 +178,13 @@ def test_a_non_editable_install_finds_its_suites_from_any_folder(wheel, tmp_path
                               text=True, env=env, timeout=300)
         assert proc.returncode == 0, proc.stderr
     assert "smoke" in proc.stdout and "cells" in proc.stdout
+
+
+def test_the_suite_decides_what_a_run_uses_when_the_command_line_does_not():
+    smoke, vtab, fewshot = load_suite("smoke"), load_suite("vtab"), load_suite("fewshot")
+    assert smoke.run_models(None) == ["vit_ti16"] and smoke.run_models(["vit_b16"]) == ["vit_b16"]
+    assert vtab.run_models(None) == ["vit_b16"]  # vitbench's default model, when the suite names none
+    assert smoke.run_weights(None) == "none" and smoke.run_weights("default") == "default"
+    assert vtab.run_weights(None) == "default" and vtab.run_pos_interp(None) == "bilinear"
+    assert fewshot.run_methods(["fewshot", "finetune"]) == ["fewshot"]  # `run --method all` on a few-shot suite
+    assert fewshot.run_methods(["finetune"]) == ["finetune"]  # an explicit request is kept
