@@ -1,6 +1,7 @@
 """Shipped suites as package data, `include` with overrides, and commands that must not import torch."""
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -142,10 +143,14 @@ def test_listing_and_validating_do_not_import_torch(args, tmp_path):
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    """A wheel built from the checkout, offline (the installed setuptools, no build isolation)."""
-    out = tmp_path_factory.mktemp("wheel")
+    """A wheel built offline (the installed setuptools, no build isolation) from a copy of what the project's
+    build reads, so no stale `build/` folder of the checkout leaks into it and the checkout stays clean."""
+    src, out = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("wheel")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    shutil.copytree(REPO / "vitbench", src / "vitbench", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                           "-w", str(out), str(REPO)], capture_output=True, text=True, timeout=600)
+                           "-w", str(out), str(src)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     (path,) = out.glob("vitbench-*.whl")
     return path
