@@ -63,7 +63,8 @@ def smoke_doc(name: str = "fast_smoke", *, task: dict[str, Any] | None = None, *
 
 
 # The smoke suite cut down for end-to-end tests: 2 few-shot cells and one 40-step fine-tune.
-FAST = {"fewshot": {"shots": [1, 5], "seeds": [0]}, "finetune": {"steps": 40, "warmup_steps": 4}}
+FAST = {"defaults": {"methods": ["fewshot", "finetune"]}, "fewshot": {"shots": [1, 5], "seeds": [0]},
+        "finetune": {"steps": 40, "warmup_steps": 4}}
 DEV_SPLITS = {"train": "all[:1200]", "minitrain": "all[:1000]", "val": "all[1000:1200]", "test": "all[1200:]"}
 
 

@@ -72,11 +72,12 @@ BAD_INPUTS = [
     (["run", "--suite", "smoke", "--model", "vit_b61"], "unknown model 'vit_b61'"),
     (["fewshot", "--suite", "smoke", "--shots", "0"], "--shots values must be >= 1"),
     (["fewshot", "--suite", "smoke", "--shots", "five"], "--shots must be integers"),
-    (["run", "--suite", "smoke", "--method", "linear"], "--method must be fewshot, finetune or all"),
+    (["run", "--suite", "smoke", "--method", "linearr"], "unknown method 'linearr'; known methods: fewshot, finetune"),
+    (["run", "--suite", "smoke", "--method", "finetune", "--shots", "5"], "--shots: not a parameter of the selected method(s) finetune"),
     (["report", "empty"], "no result records in"),
     (["report", "missing"], "does not exist"),
     (["finetune", "--suite", "smoke", "--steps", "10", "--warmup-steps", "10"], "warmup_steps must be in [0, steps)"),
-    (["ls", "things"], "choose suites, tasks or models"),
+    (["ls", "things"], "choose suites, tasks, models or methods"),
     (["run", "--suite", "smoke", "--bogus"], "No such option"),
     (["fewshot", "--suite", "smoke", "--device", "tpu"], "--device 'tpu' is not a torch device"),
     (["fewshot", "--suite", "smoke", "--l2-select", "foo"], "command-line options: l2_select must be one of"),
@@ -122,6 +123,20 @@ def test_validate_and_ls(workdir, capsys):
     code, out, err = run_cli(capsys, "ls", "models")
     assert code == 0, err
     assert "vit_b16" in out
+    code, out, err = run_cli(capsys, "ls", "methods")
+    assert code == 0, err
+    assert all(m in out for m in ("fewshot", "finetune", "knn", "linear")) and "temperature = 0.07" in out
+
+
+def test_method_lists_and_grouped_dry_run(workdir, capsys):
+    code, out, err = run_cli(capsys, "run", "--suite", "smoke", "--method", "knn,linear", "--dry-run", "--out", "res")
+    assert code == 0, err
+    assert "smoke: 3 cells (3 to run, 0 already done)" in out  # k = 10, 20 and one linear probe
+    assert "plan (cells per task and method)" in out and "--verbose lists every cell" in out
+    code, out, err = run_cli(capsys, "run", "--suite", "smoke", "--dry-run", "--verbose", "--out", "res")
+    assert code == 0, err
+    assert "smoke: 16 cells" in out  # every method of defaults.methods
+    assert "e751ce0ba1577ad0a23d" in out and "shots=1" in out  # --verbose: every cell with its key
 
 
 def test_console_script_bad_input_has_no_traceback(tmp_path):
@@ -139,7 +154,7 @@ def test_interrupt_exits_130_and_keeps_finished_records(workdir, capsys, monkeyp
 
     calls = []
 
-    def interrupted_after_one(cell, ctx):
+    def interrupted_after_one(cell, ctx, deps):
         calls.append(cell.key)
         if len(calls) > 1:
             raise KeyboardInterrupt  # as Ctrl-C in the middle of the second cell

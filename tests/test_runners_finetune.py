@@ -1,5 +1,6 @@
-"""The fine-tuning cell runner called directly on a tiny digits task (random-init ViT-Ti/16 at 32 px, a few
-steps): the schedule it applies, exact gradient accumulation, the dev-split stage, determinism, provenance."""
+"""Fine-tuning cells run directly (the `finetune` method's `run_cell` and its training loop
+`vitbench.runners.finetune.train_and_score`) on a tiny digits task (random-init ViT-Ti/16 at 32 px, a few steps):
+the schedule applied, exact gradient accumulation, the dev-split stages, determinism, provenance."""
 
 import math
 
@@ -7,7 +8,9 @@ import pytest
 
 from vitbench.cells import Cell, RunContext
 from vitbench.finetune import lr_at
-from vitbench.runners.finetune import run_cell
+from vitbench.methods import get_method
+from vitbench.methods.finetune import recipe
+from vitbench.runners.finetune import train_and_score
 from vitbench.spec import SourceSpec, TaskSpec
 
 TASK = TaskSpec(
@@ -16,6 +19,10 @@ TASK = TaskSpec(
 )
 PARAMS = {"steps": 4, "lr": 0.05, "batch_size": 8, "warmup_steps": 1, "momentum": 0.9, "weight_decay": 0.0,
           "grad_clip": 1.0, "train_crop": "none", "hflip": False, "interpolation": "bilinear", "dropout": 0.0}
+
+
+def run_cell(cell: Cell, ctx: RunContext, deps=()):
+    return get_method("finetune").run_cell(cell, ctx, list(deps))
 
 
 def cell(**params) -> Cell:
@@ -78,3 +85,24 @@ def test_selection_stage_trains_on_the_dev_split_and_scores_the_eval_split(ctx):
     d = sel.details
     assert (d["train_split"], d["eval_split"], d["n_train"], d["n_test"]) == ("minitrain", "val", 40, 8)
     assert sel.provenance["test"]["n"] == 8
+
+
+def test_the_training_loop_takes_its_recipe_as_given(ctx):
+    """`train_and_score` trains with the recipe it is handed (here lr 0.2 over the cell's 0.05)."""
+    c = cell()
+    result = train_and_score(c, ctx, {**recipe(c.params), "lr": 0.2})
+    assert [p["lr"] for p in result.details["loss_curve"]] == [lr_at(s, 0.2, 4, 1) for s in (1, 2, 3, 4)]
+    assert result.details["recipe"]["lr"] == 0.2
+
+
+def test_final_stage_retrains_the_lr_its_selection_records_chose(ctx):
+    grid = [0.01, 0.05]
+    final = cell(lr=None, lr_grid=grid, stage="final", select_train_split="minitrain", select_eval_split="val")
+    deps = get_method("finetune").dependencies(final)
+    assert [d.params["lr"] for d in deps] == grid and {d.params["stage"] for d in deps} == {"select"}
+    records = [{"params": d.params, "metrics": {"top1": score}} for d, score in zip(deps, (0.4, 0.3))]
+    result = run_cell(final, ctx, records)
+    assert result.details["lr_selection"]["chosen_lr"] == 0.01  # the better dev score, not the larger lr
+    assert result.details["lr_selection"]["dev_scores"] == {"0.01": 0.4, "0.05": 0.3}
+    assert result.details["loss_curve"][0]["lr"] == lr_at(1, 0.01, 4, 1)
+    assert (result.details["train_split"], result.details["eval_split"]) == ("train", "test")

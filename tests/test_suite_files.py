@@ -42,7 +42,8 @@ def test_shipped_task_definitions_match_the_recorded_ones(name):
     assert sorted(got) == sorted(want)
     for task in want:
         assert got[task] == want[task], task
-    assert (suite.defaults, suite.fewshot, suite.finetune) == (before["defaults"], before["fewshot"], before["finetune"])
+    for method in ("fewshot", "finetune"):  # `defaults.methods` and the knn / linear tables came later
+        assert suite.method_table(method) == before[method], method
 
 
 def test_paper_includes_the_vtab_tasks_unchanged():
@@ -59,12 +60,13 @@ def test_a_user_suite_includes_a_shipped_one_and_overrides_a_field(tmp_path):
         "tasks": [{"name": "dtd", "override": True, "finetune": {"steps": 50}, "splits": {"val200": "validation[:100]"}}],
     })
     mine, vtab = load_suite(str(path)), load_suite("vtab")
-    assert mine.name == "mine" and mine.description == "" and mine.finetune == {"steps": 100, "warmup_steps": 10}
+    assert mine.name == "mine" and mine.description == "" and mine.method_table("finetune") == {"steps": 100, "warmup_steps": 10}
     dtd, orig = mine.task("dtd"), vtab.task("dtd")
-    assert dtd.finetune == {"steps": 50}
+    assert dtd.method_table("finetune") == {"steps": 50}
     assert dtd.splits == {**orig.splits, "val200": "validation[:100]"}  # tables merge key-wise
     assert (dtd.sources, dtd.num_classes, dtd.train_split) == (orig.sources, orig.num_classes, orig.train_split)
     assert [t for t in mine.tasks if t.name != "dtd"] == [t for t in vtab.tasks if t.name != "dtd"]
+    assert mine.method_table("linear") == vtab.method_table("linear")  # tables not named here are inherited
     assert [t.name for t in mine.tasks] == [t.name for t in vtab.tasks]
 
 
@@ -75,7 +77,7 @@ def test_include_tables_merge_and_new_tasks_follow(tmp_path):
         "tasks": [{"name": "more", "num_classes": 10, "source": {"kind": "digits"}, "splits": {"train": "all[:10]", "test": "all[10:20]"}}],
     })
     top = load_suite(str(path))
-    assert top.name == "top" and top.fewshot["shots"] == [1] and top.fewshot["seeds"] == [3]
+    assert top.name == "top" and top.method_table("fewshot") == {"shots": [1], "seeds": [3], "l2": 1024.0}
     assert top.defaults == load_suite(str(tmp_path / "base.toml")).defaults
     assert [t.name for t in top.tasks] == ["digits", "more"]
 
@@ -191,5 +193,4 @@ def test_the_suite_decides_what_a_run_uses_when_the_command_line_does_not():
     assert vtab.run_models(None) == ["vit_b16"]  # vitbench's default model, when the suite names none
     assert smoke.run_weights(None) == "none" and smoke.run_weights("default") == "default"
     assert vtab.run_weights(None) == "default" and vtab.run_pos_interp(None) == "bilinear"
-    assert fewshot.run_methods(["fewshot", "finetune"]) == ["fewshot"]  # `run --method all` on a few-shot suite
-    assert fewshot.run_methods(["finetune"]) == ["finetune"]  # an explicit request is kept
+    assert fewshot.methods == ["fewshot"]  # what `run --method all` runs there

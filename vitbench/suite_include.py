@@ -11,8 +11,8 @@ name = "mine"
 ...
 
 [[tasks]]                      # an included task's name with `override = true` updates that task:
-name = "dtd"                   # plain fields replace, the tables `splits`, `options`, `fewshot` and
-override = true                # `finetune` merge key-wise, `source`/`sources` replace the source list
+name = "dtd"                   # plain fields replace; the tables (`splits`, `options`, a method's table such
+override = true                # as `finetune`) merge key-wise; `source`/`sources` replace the source list
 finetune = { steps = 1000 }
 ```
 
@@ -34,7 +34,7 @@ from vitbench import env
 from vitbench.errors import VitbenchError, unknown_name
 
 NOT_INHERITED = ("name", "description", "include")
-TASK_TABLES = ("splits", "options", "fewshot", "finetune")  # merged key-wise by an override
+REPLACED_TABLES = ("source",)  # a task's one-source table is replaced, never merged, by an override
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -155,7 +155,7 @@ def _override(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     for key, value in new.items():
         if key == "override":
             continue
-        if key in TASK_TABLES and isinstance(value, dict) and isinstance(out.get(key), dict):
+        if key not in REPLACED_TABLES and isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = {**out[key], **value}
         else:
             out[key] = value

@@ -18,12 +18,11 @@ from vitbench.data.labels import LABEL_TRANSFORMS
 from vitbench.data.splits import parse_split
 from vitbench.env import BUNDLED_SUITES, available_suites, suite_dirs  # noqa: F401  (re-exported)
 from vitbench.errors import VitbenchError, unknown_name
-from vitbench.spec import SourceSpec, TaskSpec
+from vitbench.spec import KEYED_TASK_TABLES, SourceSpec, TaskSpec  # noqa: F401  (re-exported)
 from vitbench.suite_include import read_suite
 
 SUITES_DIR = BUNDLED_SUITES
 DEFAULT_MODEL = "vit_b16"  # when neither --model nor the suite's defaults.model says
-METHODS = ("fewshot", "finetune")
 METRICS = ("top1", "real")
 SOURCE_KINDS = (
     "digits", "hf", "wds", "vtab1k_folder", "torchvision", "imagefolder", "parquet", "disk", "prepared",
@@ -32,15 +31,24 @@ SOURCE_KINDS = (
 
 @dataclass(frozen=True)
 class Suite:
-    """A named list of tasks with per-method defaults (`defaults`, `fewshot`, `finetune` tables)."""
+    """A named list of tasks with `defaults` and one parameter table per method (`[fewshot]`, `[knn]`, ...)."""
 
     name: str
     path: str
     tasks: tuple[TaskSpec, ...]
     description: str = ""
     defaults: dict[str, Any] = field(default_factory=dict, hash=False)
-    fewshot: dict[str, Any] = field(default_factory=dict, hash=False)
-    finetune: dict[str, Any] = field(default_factory=dict, hash=False)
+    method_tables: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
+
+    def method_table(self, method: str) -> dict[str, Any]:
+        return self.method_tables.get(method, {})
+
+    @property
+    def methods(self) -> list[str]:
+        """The methods `--method all` runs: `defaults.methods`, else every registered method."""
+        from vitbench.methods import method_names
+
+        return list(self.defaults.get("methods") or method_names())
 
     def task(self, name: str) -> TaskSpec:
         for t in self.tasks:
@@ -65,11 +73,6 @@ class Suite:
     def run_pos_interp(self, requested: str | None) -> str:
         return requested or str(self.defaults.get("pos_interp", "bilinear"))
 
-    def run_methods(self, requested: list[str]) -> list[str]:
-        """`requested` restricted to the suite's `defaults.methods`; when none of them is there, the request
-        as given (an explicit `vitbench finetune` on a few-shot-only suite still fine-tunes)."""
-        allowed = self.defaults.get("methods", requested)
-        return [m for m in requested if m in allowed] or list(requested)
 
 
 def resolve_suite_path(name_or_path: str) -> Path:
@@ -129,8 +132,14 @@ def _parse_source(raw: Any, where: str) -> SourceSpec:
 
 TASK_FIELDS = {
     "name", "num_classes", "source", "sources", "splits", "group", "metric", "label_transform",
-    "train_split", "test_split", "val_split", "description", "options", "fewshot", "finetune",
-}
+    "train_split", "test_split", "val_split", "description", "options",
+}  # plus one optional table per registered method
+
+
+def _method_names() -> list[str]:
+    from vitbench.methods import method_names
+
+    return method_names()
 
 
 def _parse_task(raw: Any, where_file: str, index: int) -> TaskSpec:
@@ -139,9 +148,10 @@ def _parse_task(raw: Any, where_file: str, index: int) -> TaskSpec:
     name = raw.get("name")
     where = f"{where_file}: task {name!r}" if isinstance(name, str) else f"{where_file}: tasks[{index}]"
     name = _typed(raw, "name", str, where, required=True)
-    unknown = sorted(set(raw) - TASK_FIELDS)
+    methods = _method_names()
+    unknown = sorted(set(raw) - TASK_FIELDS - set(methods))
     if unknown:
-        raise _fail(where, f"unknown field(s) {unknown}; valid fields are {sorted(TASK_FIELDS)}")
+        raise _fail(where, f"unknown field(s) {unknown}; valid fields are {sorted(TASK_FIELDS | set(methods))}")
     num_classes = _typed(raw, "num_classes", int, where, required=True)
     if num_classes < 2:
         raise _fail(where, f"field 'num_classes' must be >= 2, got {num_classes}")
@@ -185,8 +195,7 @@ def _parse_task(raw: Any, where_file: str, index: int) -> TaskSpec:
         val_split=val_split,
         description=_typed(raw, "description", str, where, default=""),
         options=dict(_typed(raw, "options", dict, where, default={})),
-        fewshot=dict(_typed(raw, "fewshot", dict, where, default={})),
-        finetune=dict(_typed(raw, "finetune", dict, where, default={})),
+        method_tables={m: dict(raw[m]) for m in methods if _typed(raw, m, dict, where) is not None},
     )
 
 
@@ -205,7 +214,8 @@ def _check_label_transform(name: str, where: str) -> None:
 def parse_suite(raw: dict[str, Any], path: str, default_name: str = "suite", origins: list[str] | None = None) -> Suite:
     """Validate a parsed TOML document into a `Suite`; errors name the file (for an included task, the file
     that defines it: `origins[i]`), the task and the field."""
-    known = {"name", "description", "include", "defaults", "fewshot", "finetune", "tasks"}
+    methods = _method_names()
+    known = {"name", "description", "include", "defaults", "tasks", *methods}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise _fail(path, f"unknown top-level field(s) {unknown}; valid: {sorted(known)}")
@@ -218,16 +228,16 @@ def parse_suite(raw: dict[str, Any], path: str, default_name: str = "suite", ori
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise _fail(path, f"task names must be unique; repeated: {dupes}")
-    tables = {}
-    for key in ("defaults", "fewshot", "finetune"):
-        tables[key] = dict(_typed(raw, key, dict, path, default={}))
-    methods = tables["defaults"].get("methods", list(METHODS))
-    if not isinstance(methods, list) or any(m not in METHODS for m in methods):
-        raise _fail(path, f"field 'defaults.methods' must be a list drawn from {list(METHODS)}, got {methods!r}")
+    defaults = dict(_typed(raw, "defaults", dict, path, default={}))
+    tables = {m: dict(raw[m]) for m in methods if _typed(raw, m, dict, path) is not None}
+    chosen = defaults.get("methods", methods)
+    if not isinstance(chosen, list) or not chosen or any(m not in methods for m in chosen):
+        raise _fail(path, f"field 'defaults.methods' must be a list drawn from {methods}, got {chosen!r}")
     return Suite(
         name=_typed(raw, "name", str, path, default=default_name),
         path=path,
         tasks=tasks,
         description=_typed(raw, "description", str, path, default=""),
-        **tables,
+        defaults=defaults,
+        method_tables=tables,
     )
