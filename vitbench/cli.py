@@ -6,6 +6,10 @@ Every user error is one line on stderr with exit code 2 (see `main`).
 
 from __future__ import annotations
 
+from vitbench.threads import quiet_openmp_env
+
+quiet_openmp_env()  # before anything imports torch: OpenMP reads its wait policy once, at load
+
 import os
 import signal
 import sys
@@ -47,6 +51,7 @@ ImgOpt = Annotated[Optional[int], typer.Option("--img-size", help="Input resolut
 SeedsOpt = Annotated[Optional[str], typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2.")]
 PosInterpOpt = Annotated[Optional[str], typer.Option("--pos-interp", help="Position-embedding resize at a non-native --img-size: bilinear (Google's, default) or bicubic (timm's).")]
 SkipCorruptOpt = Annotated[bool, typer.Option("--skip-corrupt", help="Skip unreadable images instead of stopping (counted in each record's split provenance).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: every core this process may use; idle threads sleep, OMP_WAIT_POLICY=PASSIVE unless set). Recorded in each record.")]
 ReportOpt = Annotated[bool, typer.Option("--report/--no-report", help="Write the HTML + CSV report when done.")]
 
 
@@ -98,11 +103,14 @@ def _execute(
     pos_interp: str | None = None,
     skip_corrupt: bool = False,
     default_model: str = "vit_b16",
+    threads: int | None = None,
 ) -> None:
     from vitbench import planner, results
     from vitbench.cells import RunContext
     from vitbench.suites import load_suite
+    from vitbench.threads import check_threads
 
+    threads = check_threads(threads)
     suite = load_suite(suite_name)
     models = _csv(model) or [suite.defaults.get("model", default_model)]
     weights = weights or suite.defaults.get("weights", "default")
@@ -121,7 +129,8 @@ def _execute(
         results.ensure_writable(out_dir)
     if cache_dir:
         os.environ["VITBENCH_CACHE_DIR"] = str(cache_dir)
-    ctx = RunContext(data_root=data_root, cache_dir=cache_dir, device=_device(device), skip_corrupt=skip_corrupt)
+    ctx = RunContext(data_root=data_root, cache_dir=cache_dir, device=_device(device), skip_corrupt=skip_corrupt,
+                     num_threads=threads)
     written = run_with_progress(the_plan.todo, out_dir, ctx)
     keys = {c.key for c in the_plan.cells}
     records = [r for r in results.load_records(out_dir) if r["key"] in keys]
@@ -178,6 +187,7 @@ def run(
     lr: Annotated[Optional[float], typer.Option("--lr", help="Fine-tuning base learning rate.")] = None,
     report: ReportOpt = True,
     pos_interp: PosInterpOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Run a suite: every task x model x method x params x seed; finished cells are skipped (resume)."""
     if method not in ("fewshot", "finetune", "all"):
@@ -187,7 +197,7 @@ def run(
         "fewshot": _fewshot_overrides(shots, seeds, None, None, None, img_size),
         "finetune": {"steps": _pos_int(steps, "steps"), "lr": _positive(lr, "lr"), "seeds": _int_list(seeds, "seeds", 0), "img_size": img_size},
     }
-    _execute(_suite_or_fail(suite), model, weights, methods, tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, overrides, report, pos_interp, skip_corrupt)
+    _execute(_suite_or_fail(suite), model, weights, methods, tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, overrides, report, pos_interp, skip_corrupt, threads=threads)
 
 
 def _pos_int(value: int | None, name: str) -> int | None:
@@ -226,10 +236,11 @@ def fewshot(
     img_size: ImgOpt = None,
     pos_interp: PosInterpOpt = None,
     report: ReportOpt = True,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Few-shot linear evaluation: closed-form ridge on frozen pre-logits to {-1,1}^K targets (big_vision)."""
     overrides = {"fewshot": _fewshot_overrides(shots, seeds, l2, l2_select, precision, img_size)}
-    _execute(suite, model, weights, ["fewshot"], tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, overrides, report, pos_interp, skip_corrupt)
+    _execute(suite, model, weights, ["fewshot"], tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, overrides, report, pos_interp, skip_corrupt, threads=threads)
 
 
 @app.command()
@@ -255,6 +266,7 @@ def finetune(
     img_size: ImgOpt = None,
     pos_interp: PosInterpOpt = None,
     report: ReportOpt = True,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Full fine-tuning with a new zero-initialised head (paper recipe: SGD 0.9, cosine, clip 1)."""
     overrides = {
@@ -264,7 +276,7 @@ def finetune(
             "seeds": _int_list(seeds, "seeds", 0), "img_size": img_size,
         }
     }
-    _execute(suite, model, weights, ["finetune"], tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, overrides, report, pos_interp, skip_corrupt)
+    _execute(suite, model, weights, ["finetune"], tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, overrides, report, pos_interp, skip_corrupt, threads=threads)
 
 
 @app.command()

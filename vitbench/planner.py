@@ -300,6 +300,9 @@ def execute(
     on_done: Callable[[Cell, dict[str, Any], Path], None] | None = None,
 ) -> list[tuple[Cell, dict[str, Any], Path]]:
     """Run each cell and write its record as soon as it finishes (so an interruption loses one cell at most)."""
+    from vitbench.threads import configure_threads
+
+    configure_threads(ctx.num_threads)  # None: every available core (recorded in each record's hardware.threads)
     written = []
     for i, cell in enumerate(todo):
         if on_start:

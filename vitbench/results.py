@@ -21,6 +21,7 @@ from typing import Any
 from vitbench import __version__
 from vitbench.cells import Cell, CellResult
 from vitbench.errors import VitbenchError
+from vitbench.threads import thread_settings
 
 SCHEMA_VERSION = 1
 REQUIRED_FIELDS = ("schema_version", "key", "metrics", "cell")
@@ -106,7 +107,6 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     return {"versions": versions, "git_commit": _git_commit(), "hardware": hardware}
@@ -150,7 +150,7 @@ def make_record(cell: Cell, result: CellResult, wall_time_s: float, device: str)
         "provenance": result.provenance,
         "versions": env["versions"],
         "git_commit": env["git_commit"],
-        "hardware": {**env["hardware"], "device": device},
+        "hardware": {**env["hardware"], "device": device, "threads": thread_settings()},
         "wall_time_s": round(wall_time_s, 3),
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
