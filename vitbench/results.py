@@ -9,10 +9,12 @@ Resume = a valid record with the cell's key exists. Exercised by `vitbench run` 
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.metadata
 import json
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -98,9 +100,10 @@ def environment() -> dict[str, Any]:
     import torch
 
     versions = {"vitbench": __version__, "python": platform.python_version(), "torch": torch.__version__}
-    for mod in ("timm", "torchvision", "datasets", "numpy", "sklearn"):
-        try:
-            versions[mod] = __import__(mod).__version__
+    for mod, dist in (("timm", "timm"), ("torchvision", "torchvision"), ("datasets", "datasets"), ("numpy", "numpy"),
+                      ("sklearn", "scikit-learn")):
+        try:  # the installed distribution's version: importing sklearn or datasets only to read it costs seconds
+            versions[mod] = sys.modules[mod].__version__ if mod in sys.modules else importlib.metadata.version(dist)
         except Exception:  # noqa: BLE001 - an absent optional module is recorded as absent
             versions[mod] = None
     hardware = {
