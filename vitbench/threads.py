@@ -76,7 +76,17 @@ def configure_threads(n: int | None = None) -> int:
             torch.set_num_interop_threads(n)
     except RuntimeError:  # torch allows it only before inter-op parallel work started; keep what runs
         pass
+    _limit_numpy_blas(n)
     return torch.get_num_threads()
+
+
+def _limit_numpy_blas(n: int) -> None:
+    """numpy's own BLAS (few-shot Gram matrices) gets the same count; threadpoolctl comes with scikit-learn."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(n, user_api="blas")
 
 
 def thread_settings() -> dict[str, Any]:
