@@ -51,7 +51,7 @@ ImgOpt = Annotated[Optional[int], typer.Option("--img-size", help="Input resolut
 SeedsOpt = Annotated[Optional[str], typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2.")]
 PosInterpOpt = Annotated[Optional[str], typer.Option("--pos-interp", help="Position-embedding resize at a non-native --img-size: bilinear (Google's, default) or bicubic (timm's).")]
 SkipCorruptOpt = Annotated[bool, typer.Option("--skip-corrupt", help="Skip unreadable images instead of stopping (counted in each record's split provenance).")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: every core this process may use; idle threads sleep, OMP_WAIT_POLICY=PASSIVE unless set). Recorded in each record.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch and BLAS (default: $OMP_NUM_THREADS if set, else every core this process may use; idle threads sleep: OMP_WAIT_POLICY=PASSIVE unless set). Recorded in each record.")]
 ReportOpt = Annotated[bool, typer.Option("--report/--no-report", help="Write the HTML + CSV report when done.")]
 
 

@@ -162,11 +162,15 @@ def _standardised(x_train, y_train, num_classes: int, precision: str, device):
                         device=device)
     if x.ndim != 2 or len(x) != len(y) or len(x) == 0:
         raise VitbenchError(f"few-shot solve needs features [N, D] and N labels, got {tuple(x.shape)} and {len(y)}")
+    n, d = x.shape
     mean = x.mean(0)
-    centred = x - mean
-    std = (centred * centred).mean(0).sqrt() + STD_EPS  # population std (two-pass; 4x faster than torch.std)
+    xb = torch.empty(n, d + 1, dtype=dtype, device=x.device)  # standardised in place, bias column appended
+    body = torch.sub(x, mean, out=xb[:, :d])
+    std = torch.linalg.vector_norm(body, dim=0) / math.sqrt(n) + STD_EPS  # population std, two-pass
+    body.div_(std)
+    xb[:, d] = BIAS_CONSTANT
     onehot = torch.nn.functional.one_hot(y, num_classes).to(dtype)
-    return _with_bias(centred / std), 2.0 * onehot - 1.0, mean, std
+    return xb, 2.0 * onehot - 1.0, mean, std
 
 
 def _xt_targets(xb: torch.Tensor, y_train, num_classes: int) -> torch.Tensor:

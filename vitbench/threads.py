@@ -51,8 +51,13 @@ def available_cores() -> int:
 
 
 def default_threads() -> int:
-    """Threads used when `--threads` is not given: every core the process may use (waits are passive)."""
-    return available_cores()
+    """Threads used when `--threads` is not given: `OMP_NUM_THREADS` when the user set it, else every core the
+    process may use (waits are passive, so idle threads do not take cores from other jobs)."""
+    try:  # OpenMP allows a list per nesting level, e.g. "4,2"; the first is the one torch uses
+        user = int(os.environ.get("OMP_NUM_THREADS", "").split(",")[0])
+    except ValueError:
+        user = 0
+    return user if user >= 1 else available_cores()
 
 
 def check_threads(n: int | None) -> int | None:
