@@ -8,11 +8,12 @@ Scores s = x W + b over blocks of K columns (one block per l2). Computed in floa
 float32 (and x rounded too when it is not float32 already), every score is within
     E = c * (||x||_2 ||w_j||_2 + |b_j|),  c = 2 u + u^2 + gamma_{n+1} (1 + u)^2,  gamma_m = m u / (1 - m u)
 of its exact value (u = 2^-24; the standard bound for a dot product of n terms in any summation order, Higham
-"Accuracy and Stability of Numerical Algorithms" §3.1, with Cauchy-Schwarz for sum |x_i||w_ij|); c is doubled as
-a margin for the rounding of the norms themselves. When exactly one score of a block is >= top - 2 E (E with
-the block's largest ||w_j|| and |b_j|), that score is the exact argmax; otherwise (close calls, exact ties,
-NaN) that row's block is recomputed in float64. So the result is the argmax of the float64 computation (which can
-itself differ from exact arithmetic only on margins below float64 rounding), ties going to the lowest index.
+"Accuracy and Stability of Numerical Algorithms" §3.1, with Cauchy-Schwarz for sum |x_i||w_ij|). ||x|| computed
+in float32 is raised by its own worst-case rounding error, and c is doubled as a further margin. When exactly
+one score of a block is >= top - 2 E (E with the block's largest ||w_j|| and |b_j|), that score is the exact
+argmax; otherwise (close calls, exact ties, NaN) that row's block is recomputed in float64. So the result is
+the argmax of the float64 computation (which can itself differ from exact arithmetic only on margins below
+float64 rounding), ties going to the lowest index.
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ def argmax_certified(
     rows32 = rows if rows.dtype == torch.float32 else rows.float()
     scores = torch.addmm(fast.bias, rows32, fast.weight)
     scores = scores.view(n, num_l2, -1)
-    x_norm = torch.linalg.vector_norm(rows, dim=1, dtype=torch.float64)
+    # ||x|| in the rows' own dtype (a float64 cast is 30x slower), raised by its own worst-case rounding error
+    d = rows.shape[1]
+    x_norm = torch.linalg.vector_norm(rows, dim=1).double() * (1.0 + 2.0 * (d + 2) * U32)
     err = fast.factor * (x_norm[:, None] * fast.col_norm_max[None, :] + fast.bias_max[None, :])  # (n, L)
     top = scores.amax(-1)
     # threshold rounded to float32, then one ulp down so the comparison never misses a competitor
