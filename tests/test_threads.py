@@ -69,7 +69,7 @@ def test_run_context_threads_are_applied_and_recorded(tmp_path, monkeypatch):
 
     seen = []
 
-    def runner(cell, ctx):
+    def runner(cell, ctx, deps=()):
         seen.append(torch.get_num_threads())
         return CellResult(metrics={"top1": 0.5}, provenance={"weights": {"weights_id": "none"}})
 
