@@ -74,7 +74,7 @@ def test_run_context_threads_are_applied_and_recorded(tmp_path, monkeypatch):
         return CellResult(metrics={"top1": 0.5}, provenance={"weights": {"weights_id": "none"}})
 
     monkeypatch.setattr(planner, "runner_for", lambda method: runner)
-    task = TaskSpec(name="t", num_classes=2, sources=(SourceSpec("digits"),), splits={"train": "all[:10]", "test": "all[10:20]"})
+    task = TaskSpec(name="t", num_classes=10, sources=(SourceSpec("digits"),), splits={"train": "all[:10]", "test": "all[10:20]"})
     cell = Cell("s", task, "vit_ti16", "none", "fewshot", {"shots": 1}, 0, 32)
     before = torch.get_num_threads()
     try:
