@@ -207,6 +207,9 @@ def execute(
 
     `todo` is in plan order, so the records a cell depends on are on disk before it runs.
     """
+    from vitbench.threads import configure_threads
+
+    configure_threads(ctx.num_threads)  # None: threads.default_threads() (recorded in each record's hardware.threads)
     with env.cache_dir_scope(ctx.cache_dir):  # --cache-dir also reaches code not handed ctx (HF datasets cache)
         return _execute(todo, out_dir, ctx, on_start, on_done)
 
