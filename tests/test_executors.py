@@ -51,7 +51,7 @@ def test_shard_from_launcher_variables(env, expected):
 
 
 def test_job_chunks_keep_a_final_cell_with_its_selection_cells(tmp_path):
-    text = (REPO / "suites" / "smoke.toml").read_text().replace(
+    text = (REPO / "vitbench" / "suite_files" / "smoke.toml").read_text().replace(
         'splits = { train = "all[:1200]", test = "all[1200:]" }',
         'splits = { train = "all[:1200]", minitrain = "all[:1000]", val = "all[1000:1200]", test = "all[1200:]" }')
     text = text.replace("lr = 0.05", 'lr = [0.001, 0.01, 0.05]\nlr_select = "dev"\nselect_train_split = "minitrain"\nselect_eval_split = "val"')

@@ -215,7 +215,7 @@ def _dev_cells(tmp_path):
     from vitbench import planner
     from vitbench.suites import load_suite
 
-    text = (Path(__file__).resolve().parent.parent / "suites" / "smoke.toml").read_text().replace(
+    text = (Path(__file__).resolve().parent.parent / "vitbench" / "suite_files" / "smoke.toml").read_text().replace(
         'splits = { train = "all[:1200]", test = "all[1200:]" }',
         'splits = { train = "all[:1200]", minitrain = "all[:1000]", val = "all[1000:1200]", test = "all[1200:]" }')
     text = text.replace("lr = 0.05", 'lr = [0.001, 0.05]\nlr_select = "dev"\nselect_train_split = "minitrain"\nselect_eval_split = "val"')

@@ -6,6 +6,10 @@ Every user error is one line on stderr with exit code 2 (see `main`).
 
 from __future__ import annotations
 
+from vitbench.threads import quiet_openmp_env
+
+quiet_openmp_env()  # before anything imports torch: OpenMP reads its wait policy once, at load
+
 import json
 import os
 import signal
@@ -54,6 +58,7 @@ ImgOpt = Annotated[Optional[int], typer.Option("--img-size", help="Input resolut
 SeedsOpt = Annotated[Optional[str], typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2.")]
 PosInterpOpt = Annotated[Optional[str], typer.Option("--pos-interp", help="Position-embedding resize at a non-native --img-size: bilinear (Google's, default) or bicubic (timm's).")]
 SkipCorruptOpt = Annotated[bool, typer.Option("--skip-corrupt", help="Skip unreadable images instead of stopping (counted in each record's split provenance).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch and BLAS (default: $OMP_NUM_THREADS if set, else every core this process may use; idle threads sleep: OMP_WAIT_POLICY=PASSIVE unless set). Recorded in each record.")]
 ReportOpt = Annotated[bool, typer.Option("--report/--no-report", help="Write the HTML + CSV report when done.")]
 
 
@@ -104,23 +109,22 @@ def _execute(
     report: bool,
     pos_interp: str | None = None,
     skip_corrupt: bool = False,
-    default_model: str = "vit_b16",
     verbose: bool = False,
+    threads: int | None = None,
     study: StudyOptions | None = None,
 ) -> None:
     from vitbench import executors, fsutil, planner, results
     from vitbench.data import fingerprint
     from vitbench.suites import load_suite
+    from vitbench.threads import check_threads
 
+    threads = check_threads(threads)
     suite = load_suite(suite_name)
-    models = _csv(model) or [suite.defaults.get("model", default_model)]
-    weights = weights or suite.defaults.get("weights", "default")
     methods = planner.resolve_methods(suite, methods)
-    overrides = planner.route_overrides(methods, options)
-    pos_interp = pos_interp or suite.defaults.get("pos_interp", "bilinear")
-    cells = planner.expand(suite, models, methods, weights=weights, tasks=_csv(tasks), overrides=overrides, pos_interp=pos_interp)
-    if cache_dir:
-        os.environ["VITBENCH_CACHE_DIR"] = str(cache_dir)
+    cells = planner.expand(
+        suite, suite.run_models(_csv(model)), methods, weights=suite.run_weights(weights), tasks=_csv(tasks),
+        overrides=planner.route_overrides(methods, options), pos_interp=suite.run_pos_interp(pos_interp),
+    )
     fingerprint.forget()  # look at the data as it is now
     from vitbench.features import forget_splits
 
@@ -130,7 +134,7 @@ def _execute(
         out.print(f"shard {auto_shard[0][0]}/{auto_shard[0][1]} (from {auto_shard[1]})")
     run_start = time.time()  # records written from here on by other workers count as settled for this run
     # --dry-run opens no data: a recorded cell counts as done; a real run also checks the record's data identity
-    check = None if dry_run else (lambda c: _current_data(fingerprint, c, data_root))
+    check = None if dry_run else (lambda c: _current_data(fingerprint, c, data_root, cache_dir))
     the_plan = planner.plan(cells, out_dir, force=force, shard=planner.parse_shard(shard) or (auto_shard and auto_shard[0]),
                             data_fingerprint=check)
     out.print(
@@ -152,7 +156,7 @@ def _execute(
     study = study or StudyOptions()
     study.extra["report"] = report
     device_name = _device(device or (executors.env_device() if auto_shard else None))
-    settings = settings_for(out_dir, data_root, cache_dir, device_name, skip_corrupt, run_start, study)
+    settings = settings_for(out_dir, data_root, cache_dir, device_name, skip_corrupt, run_start, study, threads=threads)
     if auto_shard:
         study.workers = 1  # the launcher already made one process per GPU
     code = run_study(the_plan, suite.name, out_dir, settings, study)
@@ -173,10 +177,13 @@ def _study(executor, workers, fail_fast, report_dir, progress_every, partition, 
 _UNCHECKED: set[str] = set()
 
 
-def _current_data(fingerprint, cell, data_root) -> str | None:
+def _current_data(fingerprint, cell, data_root, cache_dir=None) -> str | None:
     """The data fingerprint of a recorded cell, or None (record kept) when its data cannot be opened here."""
+    from vitbench import env
+
     try:
-        return fingerprint.cell_data_fingerprint(cell, data_root)
+        with env.cache_dir_scope(cache_dir):  # --cache-dir reaches the sources' caches, as during the run
+            return fingerprint.cell_data_fingerprint(cell, data_root)
     except VitbenchError as exc:
         if cell.task.name not in _UNCHECKED:
             _UNCHECKED.add(cell.task.name)
@@ -214,6 +221,7 @@ def run(
     report: ReportOpt = True,
     pos_interp: PosInterpOpt = None,
     verbose: VerboseOpt = False,
+    threads: ThreadsOpt = None,
     executor: ExecutorOpt = "local",
     workers: WorkersOpt = None,
     fail_fast: FailFastOpt = False,
@@ -230,7 +238,7 @@ def run(
     options = {"shots": _int_list(shots, "shots", 1), "seeds": _int_list(seeds, "seeds", 0), "img_size": img_size,
                "steps": _pos_int(steps, "steps"), "lr": _positive(lr, "lr")}
     _execute(_suite_or_fail(suite), model, weights, method, tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir,
-             options, report, pos_interp, skip_corrupt, verbose=verbose,
+             options, report, pos_interp, skip_corrupt, verbose=verbose, threads=threads,
              study=_study(executor, workers, fail_fast, report_dir, progress_every, partition, time_min, gpus_per_node, account, jobs, wait))
 
 
@@ -271,6 +279,7 @@ def fewshot(
     pos_interp: PosInterpOpt = None,
     report: ReportOpt = True,
     verbose: VerboseOpt = False,
+    threads: ThreadsOpt = None,
     executor: ExecutorOpt = "local",
     workers: WorkersOpt = None,
     fail_fast: FailFastOpt = False,
@@ -287,7 +296,7 @@ def fewshot(
     options = {"shots": _int_list(shots, "shots", 1), "seeds": _int_list(seeds, "seeds", 0), "l2": _positive(l2, "l2"),
                "l2_select": l2_select, "precision": precision, "img_size": img_size}
     _execute(suite, model, weights, "fewshot", tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, options,
-             report, pos_interp, skip_corrupt, verbose=verbose,
+             report, pos_interp, skip_corrupt, verbose=verbose, threads=threads,
              study=_study(executor, workers, fail_fast, report_dir, progress_every, partition, time_min, gpus_per_node, account, jobs, wait))
 
 
@@ -315,6 +324,7 @@ def finetune(
     pos_interp: PosInterpOpt = None,
     report: ReportOpt = True,
     verbose: VerboseOpt = False,
+    threads: ThreadsOpt = None,
     executor: ExecutorOpt = "local",
     workers: WorkersOpt = None,
     fail_fast: FailFastOpt = False,
@@ -334,7 +344,7 @@ def finetune(
         "seeds": _int_list(seeds, "seeds", 0), "img_size": img_size,
     }
     _execute(suite, model, weights, "finetune", tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, options,
-             report, pos_interp, skip_corrupt, verbose=verbose,
+             report, pos_interp, skip_corrupt, verbose=verbose, threads=threads,
              study=_study(executor, workers, fail_fast, report_dir, progress_every, partition, time_min, gpus_per_node, account, jobs, wait))
 
 
@@ -428,6 +438,7 @@ def compare(
 def ls(
     what: Annotated[str, typer.Argument(help="suites | tasks | models | methods")],
     suite: SuiteOpt = None,
+    tags: Annotated[bool, typer.Option("--tags", help="ls models: also list every timm weights tag (imports timm).")] = False,
 ) -> None:
     """List suites, the tasks of a suite (or all suites), the model registry, or the methods and their parameters."""
     from vitbench.suites import available_suites, load_suite
@@ -455,14 +466,15 @@ def ls(
                 table.add_row(s.name, t.name + (" (optional)" if t.optional else ""), t.group, str(t.num_classes), t.splits[t.train_split], t.splits[t.test_split], t.metric, sources)
         out.print(table)
     elif what == "models":
-        from vitbench.models import models_table
+        from vitbench.models.registry import models_table
 
-        table = models_table().reset_index()
+        table = models_table(timm_tags=tags).reset_index()
         cols = ["name", "family", "patch_size", "layers", "hidden_size", "mlp_size", "heads", "params_backbone_m",
                 "pretrain_data", "native_resolution", "default_weights", "other_tags"]
         shown = table[[c for c in cols if c in table.columns]].astype(object)
         print_frame(shown.where(shown.notna(), ""),
-                     title="models (`name` or `name.tag`; also timm:<name>, torchvision:<name>, --weights PATH)")
+                     title="models (`name` or `name.tag`; also timm:<name>, torchvision:<name>, --weights PATH)"
+                           + ("" if tags else "; `--tags` lists every timm weights tag"))
     elif what == "methods":
         from vitbench.commands.console import print_methods
 

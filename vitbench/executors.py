@@ -69,10 +69,11 @@ class Settings:
     fail_fast: bool = False
     run_start: float = field(default_factory=time.time)
     progress_every_s: float | None = None
+    threads: int | None = None  # --threads (None: the process default)
 
     def context(self, device: str | None = None) -> RunContext:
         return RunContext(data_root=self.data_root, cache_dir=self.cache_dir, device=device or self.device,
-                          skip_corrupt=self.skip_corrupt)
+                          skip_corrupt=self.skip_corrupt, num_threads=self.threads)
 
 
 def run_quiet(cells: list[Cell], settings: Settings, device: str | None = None, tag: str = "worker", stop: Any = None) -> Outcome:
@@ -151,6 +152,12 @@ def worker_devices(device: str, workers: int | None) -> list[str]:
 
 def run_local(cells: list[Cell], settings: Settings, devices: list[str]) -> Outcome:
     """Run `cells` in one spawned worker process per entry of `devices`; they share the plan and claim cells."""
+    if settings.threads is None and not any(d.startswith("cuda") for d in devices):
+        from dataclasses import replace
+
+        from vitbench.threads import default_threads
+
+        settings = replace(settings, threads=max(1, default_threads() // len(devices)))  # CPU workers share the cores
     spawn = mp.get_context("spawn")  # fork after torch/CUDA init is unsafe
     stop, results_q = spawn.Event(), spawn.Queue()
     procs = [spawn.Process(target=_worker_entry, args=(i, dev, cells, settings, stop, results_q), daemon=False)

@@ -78,6 +78,9 @@ def run_cells(
 ) -> Outcome:
     """Run `todo` (plan order) and return the outcome; `on_end(cell, status, record-or-reason)` after each
     cell with status "ok", "failed" or "skipped". `stop` (an Event) ends the loop between cells."""
+    from vitbench.threads import configure_threads
+
+    configure_threads(ctx.num_threads)  # None: threads.default_threads() (recorded in each record's hardware.threads)
     run_start = time.time() if run_start is None else run_start
     log = log or (lambda line: None)
     out = Outcome()

@@ -117,9 +117,10 @@ def write_report(records: list[dict[str, Any]], target: Path, title: str, analys
 
 def _progress_printer(todo, out_dir: Path, ctx, opts: StudyOptions, log):
     """(on_start, on_end, close) driving rich bars on a terminal, plain lines (and the run log) otherwise."""
+    from vitbench import env
     from vitbench.runlog import ProgressLines
 
-    bars = err.is_terminal or os.environ.get("VITBENCH_PROGRESS") == "1"
+    bars = err.is_terminal or env.progress_forced()
     lines = ProgressLines(len(todo), every_s=opts.progress_every, log=log, enabled=not out.is_terminal, stream=sys.stdout)
     ctx.progress = lines.step
     if not bars:  # plain lines only (stdout off a terminal) or nothing but the log
@@ -274,10 +275,11 @@ def _dedupe(outcome) -> None:
     outcome.skipped = list({c.key: (c, why) for c, why in outcome.skipped}.values())
 
 
-def settings_for(out_dir: Path, data_root, cache_dir, device: str, skip_corrupt: bool, run_start: float, opts: StudyOptions):
+def settings_for(out_dir: Path, data_root, cache_dir, device: str, skip_corrupt: bool, run_start: float, opts: StudyOptions,
+                 threads: int | None = None):
     """What every worker needs; `run_start` is taken before planning (records written since count as settled)."""
     from vitbench.executors import Settings
 
     return Settings(out_dir=Path(out_dir), data_root=data_root, cache_dir=cache_dir, device=device,
                     skip_corrupt=skip_corrupt, fail_fast=opts.fail_fast, run_start=run_start,
-                    progress_every_s=opts.progress_every)
+                    progress_every_s=opts.progress_every, threads=threads)
