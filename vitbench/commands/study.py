@@ -104,10 +104,10 @@ def write_report(records: list[dict[str, Any]], target: Path, title: str, analys
             cause = exc.__cause__ or exc.__context__
             if cause is None or not fsutil.is_disk_full(cause):
                 raise
-            raise fsutil.disk_full(target.parent, what="the report") from None
+            raise fsutil.disk_full(target, what="the report") from None
         except OSError as exc:
             if fsutil.is_disk_full(exc):
-                raise fsutil.disk_full(target.parent, what="the report") from None
+                raise fsutil.disk_full(target, what="the report") from None
             raise VitbenchError(f"cannot write the report in {str(target)!r} ({exc.strerror or exc}); pass --report-dir "
                                 "with a writable folder, or run `vitbench report` later") from None
     finally:

@@ -94,6 +94,9 @@ def cached_resized_images(split, prep, cache_dir: Path | str | None = None, prog
         _discard(path, why)                      # step; replaced atomically below, never removed
     elif why:
         warnings.warn(f"decoded-image cache {path} is invalid ({why}); rebuilding it", stacklevel=2)
+    bounds = [(lo, min(n, lo + CHUNK)) for lo in range(0, n, CHUNK)]
+    desc = f"decoding {split.provenance.get('task', '')}/{split.provenance.get('split', '')} at {s}px"
+    done = 0  # computed before the writer exists: nothing runs between its creation and `with writer`
     try:
         writer = fsutil.NpyWriter(path, np.uint8, shape, what="the decoded-image cache")
     except OSError as exc:  # read-only or unwritable cache folder (a full disk is DiskFull, a VitbenchError)
@@ -102,9 +105,6 @@ def cached_resized_images(split, prep, cache_dir: Path | str | None = None, prog
             f"{split.provenance.get('split', '')} at {s}px in {path.parent} ({exc.strerror}); "
             "pass --cache-dir (or set VITBENCH_CACHE_DIR) to a writable folder"
         ) from None
-    bounds = [(lo, min(n, lo + CHUNK)) for lo in range(0, n, CHUNK)]
-    desc = f"decoding {split.provenance.get('task', '')}/{split.provenance.get('split', '')} at {s}px"
-    done = 0
     with writer:
         pool = ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1))
         try:
