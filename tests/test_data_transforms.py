@@ -75,7 +75,7 @@ def test_torchvision_source_fake_eurosat(tmp_path):
         for i in range(3):
             Image.fromarray(np.full((8, 8, 3), i * 50, np.uint8)).save(folder / f"{c}_{i}.jpg")
     task = TaskSpec(name="eurosat_tv", num_classes=10, splits={"train": "all[:4]", "test": "all[4:]"},
-                    sources=(SourceSpec("torchvision", "EuroSAT"),))
+                    sources=(SourceSpec("torchvision", "EuroSAT", {"order": "native"}),))
     train = load_split(task, "train", data_root=tmp_path)
     assert train.labels.tolist() == [0, 0, 0, 1] and train.keys[0] == "AnnualCrop_0.jpg"
     assert train.image(3).size == (8, 8) and train.image_bytes(0)[:2] == b"\xff\xd8"

@@ -68,12 +68,14 @@ class FeatureKey:
     split: str
     model: str = ""
     task: str = ""
+    feature_layer: str = "cls"  # "cls" or "representation" (Backbone.feature_layer_used)
 
     @property
     def digest(self) -> str:
         payload = {
             "version": FEATURE_CACHE_VERSION, "weights_sha256": self.weights_sha256,
             "preprocessing": self.preprocessing, "split_fingerprint": self.split_fingerprint, "split": self.split,
+            "feature_layer": self.feature_layer,
         }
         return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:24]
 
@@ -105,7 +107,8 @@ def feature_key(model, split, prep, *, split_name: str, model_name: str = "", ta
     sha = (getattr(model, "weights_info", None) or {}).get("weights_sha256")
     if not sha:
         raise VitbenchError("model has no weights_info['weights_sha256']; build it with vitbench.models.create")
-    return FeatureKey(sha, prep.to_dict(), split.fingerprint, split_name, model_name, task_name)
+    layer = model.feature_layer_used() if hasattr(model, "feature_layer_used") else "cls"
+    return FeatureKey(sha, prep.to_dict(), split.fingerprint, split_name, model_name, task_name, layer)
 
 
 def _file_sha256(path: Path) -> str:
@@ -182,6 +185,10 @@ def _run_backbone(model, split, prep, ctx: RunContext, out: np.ndarray, descript
             ctx.progress(description, min(n, start + batch), n)
 
 
+def _feature_dim(model) -> int:
+    return int(model.feature_dim) if hasattr(model, "feature_dim") else int(model.num_features)
+
+
 def load_or_extract(
     model, split, prep, ctx: RunContext, *, split_name: str, model_name: str = "", task_name: str = "",
 ) -> Features:
@@ -208,7 +215,7 @@ def load_or_extract(
         ) from None
     tmp = Path(tmp_name)
     try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(split), int(model.num_features)))
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(split), _feature_dim(model)))
         label = " ".join(p for p in (model_name, task_name, split_name) if p)
         _run_backbone(model, split, prep, ctx, out, f"features {label}".strip())
         out.flush()
@@ -224,7 +231,7 @@ def load_or_extract(
     meta = {
         "version": FEATURE_CACHE_VERSION, "key": key.digest, "weights_sha256": key.weights_sha256,
         "preprocessing": key.preprocessing, "split_fingerprint": key.split_fingerprint, "split": key.split,
-        "model": key.model, "task": key.task, "shape": [len(split), int(model.num_features)], "dtype": "float32",
+        "model": key.model, "task": key.task, "shape": [len(split), _feature_dim(model)], "dtype": "float32", "feature_layer": key.feature_layer,
         "bytes": stat.st_size, "sha256": _file_sha256(npy), "weights_id": (model.weights_info or {}).get("weights_id"),
     }
     _atomic_json(_meta_path(npy), meta)

@@ -36,6 +36,11 @@ FEWSHOT_DEFAULTS: dict[str, Any] = {
     "resize": "squash_crop",
     "crop_pct": 0.875,
     "interpolation": "bilinear",
+    # big_vision's resize op: TF bilinear without antialiasing, truncated to uint8 ("pil": PIL's resize)
+    "resize_impl": "tf",
+    # big_vision reads out["pre_logits"]: tanh(Dense) when the checkpoint has a representation layer, else the
+    # class token after the final LayerNorm ("cls": always the class token); docs/preprocessing.md
+    "feature_layer": "pre_logits",
 }
 # The paper's VTAB recipe (Table 4, §B.1.1; finetune_and_weights.md §1.1, §1.5): SGD momentum 0.9, batch 512,
 # cosine decay, no weight decay, global-norm clipping at 1, 384 px, inception crop + flip.
@@ -47,13 +52,15 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
     "momentum": 0.9,
     "weight_decay": 0.0,
     "grad_clip": 1.0,
-    "train_crop": "inception",
+    "train_crop": "inception",  # or "resize_crop" (resize to train_resize, random crop) or "none"; VTAB: per task
+    "train_resize": None,  # "resize_crop" only: side before the random crop (default img_size * 448 / 384)
     "hflip": True,
     "seeds": [0],
     "img_size": 384,
     "micro_batch": None,
     # eval: straight (squash) resize of the whole image, bilinear, as vit_jax's input pipeline (§1.2)
     "interpolation": "bilinear",
+    "resize_impl": "tf",
     "dropout": 0.0,  # AugReg practice and vit_jax B/16 (§1.2); L/16 and H/14 configs used 0.1: set it per suite
     # Learning-rate selection over an `lr` grid (paper §B.1.1): "none" runs every lr on the training split;
     # "dev" trains each lr on `select_train_split`, scores `select_eval_split`, then retrains the best lr on the
@@ -62,9 +69,12 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
     "select_train_split": "",
     "select_eval_split": "",
 }
+TRAIN_CROPS = ("inception", "resize_crop", "none")
+FEATURE_LAYERS = ("pre_logits", "cls")
 POS_INTERP = ("bilinear", "bicubic")  # bilinear align-corners = Google's resize; bicubic = timm / torchvision
 L2_SELECT_MODES = ("fixed", "mean-rank", "leave-self-out", "cv")
-# Parameters that do not change the number (execution details) stay out of the cell key.
+# Parameters that do not change the number (execution details) stay out of the cell key; `micro_batch` travels
+# on the cell outside its key (the training batch stream does not depend on it).
 NOT_IN_KEY = {"seeds", "img_size", "micro_batch"}
 
 
@@ -128,6 +138,8 @@ def _validate(params: dict[str, Any], method: str, where: str) -> None:
         if not (isinstance(params["l2"], (int, float)) and params["l2"] > 0 and math.isfinite(params["l2"])):
             raise VitbenchError(f"{where}: l2 must be a positive number, got {params['l2']!r}")
         _check_preprocessing(params, where)
+        if params["feature_layer"] not in FEATURE_LAYERS:
+            raise VitbenchError(f"{where}: feature_layer must be one of {list(FEATURE_LAYERS)}, got {params['feature_layer']!r}")
         if params["precision"] not in ("float64", "float32", "mixed"):
             raise VitbenchError(f"{where}: precision must be float64, mixed (float64 solve, float32 prediction) or float32, got {params['precision']!r}")
     else:
@@ -142,8 +154,14 @@ def _validate(params: dict[str, Any], method: str, where: str) -> None:
             raise VitbenchError(f"{where}: finetune dropout must be in [0, 1), got {params['dropout']!r}")
         if params["lr_select"] not in ("none", "dev"):
             raise VitbenchError(f"{where}: finetune lr_select must be 'none' or 'dev', got {params['lr_select']!r}")
-        if params["train_crop"] not in ("inception", "none") or not isinstance(params["hflip"], bool):
-            raise VitbenchError(f"{where}: finetune train_crop must be 'inception' or 'none' and hflip true/false")
+        if params["train_crop"] not in TRAIN_CROPS or not isinstance(params["hflip"], bool):
+            raise VitbenchError(f"{where}: finetune train_crop must be one of {list(TRAIN_CROPS)} and hflip true/false, got {params['train_crop']!r} / {params['hflip']!r}")
+        resize_to = params.get("train_resize")
+        if resize_to is not None and (not isinstance(resize_to, int) or isinstance(resize_to, bool) or resize_to < (params.get("img_size") or 1)):
+            raise VitbenchError(f"{where}: finetune train_resize must be an integer >= img_size ({params.get('img_size')}), got {resize_to!r}")
+        micro = params.get("micro_batch")
+        if micro is not None and (not isinstance(micro, int) or isinstance(micro, bool) or micro < 1):
+            raise VitbenchError(f"{where}: finetune micro_batch must be a positive integer, got {micro!r}")
         if not isinstance(params["warmup_steps"], int) or not 0 <= params["warmup_steps"] < params["steps"]:
             raise VitbenchError(
                 f"{where}: finetune warmup_steps must be in [0, steps) (got {params['warmup_steps']!r} with steps={params['steps']}); "
@@ -152,7 +170,12 @@ def _validate(params: dict[str, Any], method: str, where: str) -> None:
 
 
 def _check_preprocessing(params: dict[str, Any], where: str) -> None:
-    from vitbench.data.transforms import PIL_INTERPOLATION, RESIZE_MODES
+    from vitbench.data.transforms import PIL_INTERPOLATION, RESIZE_IMPLS, RESIZE_MODES
+
+    if params["resize_impl"] not in RESIZE_IMPLS:
+        raise VitbenchError(f"{where}: resize_impl must be one of {list(RESIZE_IMPLS)} (tf = big_vision's resize, pil = PIL's), got {params['resize_impl']!r}")
+    if params["resize_impl"] == "tf" and params["interpolation"] != "bilinear":
+        raise VitbenchError(f"{where}: resize_impl 'tf' is bilinear only, got interpolation {params['interpolation']!r}; set resize_impl = 'pil' for other filters")
 
     if params["resize"] not in RESIZE_MODES:
         raise VitbenchError(f"{where}: resize must be one of {list(RESIZE_MODES)}, got {params['resize']!r}")
@@ -201,7 +224,7 @@ def expand(
                             Cell(
                                 suite=suite.name, task=task, model=model, weights=weights, method=method,
                                 params=variant, seed=seed, img_size=params.get("img_size"), weights_id=weights_id,
-                                pos_interp=pos_interp,
+                                pos_interp=pos_interp, micro_batch=params.get("micro_batch"),
                             )
                         )
     return cells

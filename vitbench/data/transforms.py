@@ -2,15 +2,21 @@
 
 `preprocessing_for(model.data_config)` gives a `Preprocessing` (recorded in every result via `.to_dict()`);
 `resized_images` returns the decoded uint8 cache at the eval resolution; `normalize` turns uint8 NHWC
-batches into model input; `train_augment` is the fine-tuning augmentation (inception crop 5-100% area,
-ratio 3/4-4/3, horizontal flip; finetune_and_weights.md). Eval resize is "squash" (resize to a square
-ignoring aspect ratio, as vit_jax / task_adaptation's `tf.image.resize`, vtab_tasks.md §1) or
-"resize_crop" (short side to size/crop_pct, centre crop, as timm). Exercised by `vitbench run`,
-`vitbench fewshot` and `vitbench finetune`.
+batches into model input; `train_augment` is the fine-tuning augmentation: "inception" (crop 5-100% area,
+ratio 3/4-4/3, resized back), "resize_crop" (a random `size` square out of images resized to
+`train_resize`, BiT / Google's ViT-on-VTAB `resize(448)|random_crop(384)`), or "none"; then an optional
+horizontal flip (docs/preprocessing.md). Eval resize is "squash" (resize to a square ignoring aspect ratio,
+as vit_jax / task_adaptation's `tf.image.resize`), "squash_crop" (big_vision few-shot: squash to
+size/crop_pct, central crop) or "resize_crop" (short side to size/crop_pct, centre crop, as timm).
+Resizing is `resize_impl = "tf"` by default: TensorFlow's bilinear resize without antialiasing
+(half-pixel centres) followed by truncation to uint8, exactly what big_vision's `resize` op computes; "pil"
+is PIL's resize (antialiased when shrinking, rounded). Exercised by `vitbench run`, `vitbench fewshot` and
+`vitbench finetune`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +30,10 @@ from PIL import Image
 from vitbench.errors import VitbenchError
 
 RESIZE_MODES = ("squash", "squash_crop", "resize_crop")
+RESIZE_IMPLS = ("tf", "pil")
+TRAIN_CROPS = ("inception", "resize_crop", "none")
+# Google's ViT-on-VTAB training pre-processing resizes to 448 and crops 384 (docs/preprocessing.md)
+TRAIN_RESIZE_RATIO = 448 / 384
 PIL_INTERPOLATION = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -47,10 +57,18 @@ class Preprocessing:
     train_crop_scale: tuple[float, float] = (0.05, 1.0)
     train_crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: bool = True
+    resize_impl: str = "tf"
+    train_resize: int | None = None  # "resize_crop" training: images resized to this square, then cropped to `size`
 
     def __post_init__(self):
         if self.resize not in RESIZE_MODES:
             raise VitbenchError(f"unknown resize mode {self.resize!r}; use one of {list(RESIZE_MODES)}")
+        if self.resize_impl not in RESIZE_IMPLS:
+            raise VitbenchError(f"unknown resize_impl {self.resize_impl!r}; use one of {list(RESIZE_IMPLS)}")
+        if self.train_crop not in TRAIN_CROPS:
+            raise VitbenchError(f"unknown train_crop {self.train_crop!r}; use one of {list(TRAIN_CROPS)}")
+        if self.train_crop == "resize_crop" and self.train_source_size() < self.size:
+            raise VitbenchError(f"train_resize {self.train_resize} is smaller than the crop size {self.size}; it must be >= it")
         if self.interpolation not in PIL_INTERPOLATION:
             raise VitbenchError(f"unknown interpolation {self.interpolation!r}; use one of {sorted(PIL_INTERPOLATION)}")
         if self.size < 1:
@@ -62,12 +80,25 @@ class Preprocessing:
 
     def cache_key(self) -> dict[str, Any]:
         """The fields that change the decoded uint8 cache (not normalisation or augmentation)."""
-        return {"size": self.size, "resize": self.resize, "crop_pct": self.crop_pct, "interpolation": self.interpolation}
+        return {"size": self.size, "resize": self.resize, "crop_pct": self.crop_pct, "interpolation": self.interpolation,
+                "resize_impl": self.resize_impl}
+
+    def train_source_size(self) -> int:
+        """Side of the cached images training augmentation starts from: `train_resize` for "resize_crop"
+        (default size * 448/384, rounded), else `size`."""
+        if self.train_crop != "resize_crop":
+            return self.size
+        return int(self.train_resize) if self.train_resize else int(round(self.size * TRAIN_RESIZE_RATIO))
+
+    def train_cache(self) -> "Preprocessing":
+        """The eval-style preprocessing of the cache training reads: a squash to `train_source_size()`."""
+        return dataclasses.replace(self, size=self.train_source_size(), resize="squash", crop_pct=1.0, train_resize=None,
+                                   train_crop="none", hflip=False)
 
 
 def preprocessing_for(
     data_config: dict[str, Any], size: int | None = None, resize: str = "squash", *,
-    interpolation: str | None = None, crop_pct: float | None = None,
+    interpolation: str | None = None, crop_pct: float | None = None, resize_impl: str = "tf",
 ) -> Preprocessing:
     """Preprocessing from a timm-style data config (`input_size`, `mean`, `std`, `interpolation`, `crop_pct`).
 
@@ -76,6 +107,8 @@ def preprocessing_for(
     """
     input_size = data_config.get("input_size", (3, 224, 224))
     side = int(size if size is not None else input_size[-1])
+    if interpolation is None and resize_impl == "tf":
+        interpolation = "bilinear"  # TF's resize as the Google pipelines call it
     if interpolation is None:
         interpolation = str(data_config.get("interpolation", "bilinear") or "bilinear")
         if interpolation not in PIL_INTERPOLATION:
@@ -89,33 +122,67 @@ def preprocessing_for(
         interpolation=interpolation,
         mean=tuple(float(m) for m in data_config.get("mean", (0.5, 0.5, 0.5))),
         std=tuple(float(s) for s in data_config.get("std", (0.5, 0.5, 0.5))),
+        resize_impl=resize_impl,
     )
+
+
+def tf_bilinear_resize(arr: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 [H, W, C] -> uint8 [height, width, C] as big_vision's `resize` op: `tf.image.resize(bilinear,
+    antialias=False)` (TF's ResizeBilinear with half-pixel centres) then `tf.cast` back to uint8 (truncation).
+
+    TF's kernel, computed the same way in float32: source coordinate in = (out + 0.5) * (in_size / out_size) - 0.5,
+    lower = max(floor(in), 0), upper = min(ceil(in), in_size - 1), lerp = in - floor(in);
+    top = tl + (tr - tl) * x_lerp, bottom = bl + (br - bl) * x_lerp, value = top + (bottom - top) * y_lerp."""
+    h_in, w_in = arr.shape[:2]
+    if (h_in, w_in) == (height, width):
+        return np.array(arr, dtype=np.uint8)
+    x = torch.from_numpy(np.array(arr, dtype=np.uint8)).to(torch.float32)  # a copy: the input may be read-only
+
+    def weights(n_in: int, n_out: int):
+        scale = torch.tensor(n_in / n_out, dtype=torch.float32)  # TF: static_cast<float>(in) / out
+        src = (torch.arange(n_out, dtype=torch.float32) + 0.5) * scale - 0.5
+        floor = torch.floor(src)
+        lower = floor.clamp(min=0).to(torch.int64)
+        upper = torch.ceil(src).clamp(max=n_in - 1).to(torch.int64)
+        return lower, upper, src - floor
+
+    y0, y1, ylerp = weights(h_in, height)
+    x0, x1, xlerp = weights(w_in, width)
+    top_rows, bottom_rows = x.index_select(0, y0), x.index_select(0, y1)
+    xl = xlerp.view(1, -1, 1)
+    top = top_rows.index_select(1, x0) + (top_rows.index_select(1, x1) - top_rows.index_select(1, x0)) * xl
+    bottom = bottom_rows.index_select(1, x0) + (bottom_rows.index_select(1, x1) - bottom_rows.index_select(1, x0)) * xl
+    out = top + (bottom - top) * ylerp.view(-1, 1, 1)
+    return out.clamp_(0, 255).to(torch.uint8).numpy()  # float -> uint8 truncates, as tf.cast
+
+
+def _resize(img: Image.Image, width: int, height: int, prep: Preprocessing) -> np.ndarray:
+    if prep.resize_impl == "tf":
+        if prep.interpolation != "bilinear":
+            raise VitbenchError(f"resize_impl 'tf' implements bilinear resizing only, got interpolation {prep.interpolation!r}; use resize_impl = 'pil' for other filters")
+        return tf_bilinear_resize(np.asarray(img, dtype=np.uint8), height, width)
+    return np.asarray(img.resize((width, height), PIL_INTERPOLATION[prep.interpolation]), dtype=np.uint8)
 
 
 def resize_image(img: Image.Image, prep: Preprocessing) -> np.ndarray:
     """One RGB image resized for eval: uint8 [S, S, 3]."""
-    method = PIL_INTERPOLATION[prep.interpolation]
     s = prep.size
     if img.mode != "RGB":
         img = img.convert("RGB")
     if prep.resize == "squash":
-        out = img.resize((s, s), method)
-    elif prep.resize == "squash_crop":  # big_vision few-shot: resize(256) (both sides) then central_crop(224)
+        return _resize(img, s, s, prep)
+    if prep.resize == "squash_crop":  # big_vision few-shot: resize(256) (both sides) then central_crop(224)
         big = max(s, int(round(s / prep.crop_pct)))
-        img = img.resize((big, big), method)
         off = (big - s) // 2
-        out = img.crop((off, off, off + s, off + s))
+        return np.ascontiguousarray(_resize(img, big, big, prep)[off : off + s, off : off + s])
+    scale = math.floor(s / prep.crop_pct)
+    w, h = img.size
+    if w <= h:
+        nw, nh = scale, max(1, round(h * scale / w))
     else:
-        scale = math.floor(s / prep.crop_pct)
-        w, h = img.size
-        if w <= h:
-            nw, nh = scale, max(1, round(h * scale / w))
-        else:
-            nw, nh = max(1, round(w * scale / h)), scale
-        img = img.resize((nw, nh), method)
-        left, top = int(round((nw - s) / 2.0)), int(round((nh - s) / 2.0))
-        out = img.crop((left, top, left + s, top + s))
-    return np.asarray(out, dtype=np.uint8)
+        nw, nh = max(1, round(w * scale / h)), scale
+    left, top = int(round((nw - s) / 2.0)), int(round((nh - s) / 2.0))
+    return np.ascontiguousarray(_resize(img, nw, nh, prep)[top : top + s, left : left + s])
 
 
 def resized_images(split, prep: Preprocessing, cache_dir: Path | str | None = None, progress=None) -> np.ndarray:
@@ -186,10 +253,22 @@ def inception_crop_box(height: int, width: int, prep: Preprocessing, generator: 
     return (height - h) // 2, (width - w) // 2, h, w
 
 
+def random_crop_offsets(height: int, width: int, size: int, generator: torch.Generator) -> tuple[int, int]:
+    """(top, left) of a uniformly random `size` square inside [height, width] (`tf.image.random_crop`)."""
+    if height < size or width < size:
+        raise VitbenchError(f"random crop of {size} px from a {height}x{width} image; train_resize must be >= the crop size")
+    top = int(torch.randint(0, height - size + 1, (1,), generator=generator))
+    left = int(torch.randint(0, width - size + 1, (1,), generator=generator))
+    return top, left
+
+
 def train_augment(batch_uint8_nhwc: torch.Tensor, prep: Preprocessing, generator: torch.Generator) -> torch.Tensor:
-    """Fine-tuning augmentation on cached uint8 images: inception crop (5-100% area, ratio 3/4-4/3) resized
-    back to `prep.size` (bilinear, antialiased), horizontal flip with p=0.5, then normalisation.
-    Deterministic given `generator`. Returns float [B, 3, S, S]."""
+    """Fine-tuning augmentation on cached uint8 images (`prep.train_cache()` resolution), then normalisation.
+
+    "inception": crop 5-100% of the area, ratio 3/4-4/3, resized back to `prep.size` (bilinear, antialiased);
+    "resize_crop": a uniformly placed `prep.size` square (the cache is at `train_resize`); "none": the image
+    as cached. Then a horizontal flip with p=0.5 when `prep.hflip`. Deterministic given `generator`.
+    Returns float [B, 3, S, S]."""
     x = _as_float_nchw(batch_uint8_nhwc)
     b, _, height, width = x.shape
     s = prep.size
@@ -198,6 +277,9 @@ def train_augment(batch_uint8_nhwc: torch.Tensor, prep: Preprocessing, generator
         if prep.train_crop == "inception":
             top, left, h, w = inception_crop_box(height, width, prep, generator)
             crop = x[i : i + 1, :, top : top + h, left : left + w]
+        elif prep.train_crop == "resize_crop":
+            top, left = random_crop_offsets(height, width, s, generator)
+            crop = x[i : i + 1, :, top : top + s, left : left + s]
         else:
             crop = x[i : i + 1]
         if crop.shape[-2:] != (s, s):

@@ -20,6 +20,7 @@ import numpy as np
 
 from vitbench import fewshot as fs
 from vitbench.cells import Cell, CellResult, RunContext
+from vitbench.data.order import check_class_coverage
 from vitbench.features import load_or_extract
 
 
@@ -92,11 +93,14 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
 
     t0 = time.perf_counter()
     model = _model(cell.model, cell.weights, cell.img_size, cell.pos_interp)
+    layer_used = model.set_feature_layer(p.get("feature_layer", "cls"))
     prep = preprocessing_for(model.data_config, size=cell.img_size, resize=p.get("resize", "squash_crop"),
-                             interpolation=p.get("interpolation", "bilinear"), crop_pct=p.get("crop_pct", 0.875))
+                             interpolation=p.get("interpolation", "bilinear"), crop_pct=p.get("crop_pct", 0.875),
+                             resize_impl=p.get("resize_impl", "tf"))
     prep = dataclasses.replace(prep, train_crop="none", hflip=False)  # frozen features: no augmentation
     train = _split(task, task.train_split, ctx.data_root, ctx.skip_corrupt)
     test = _split(task, task.test_split, ctx.data_root, ctx.skip_corrupt)
+    coverage = check_class_coverage(task, task.train_split, train.labels, task.test_split, test.labels)
     names = {"model_name": cell.model, "task_name": task.name}
     f_train = load_or_extract(model, train, prep, ctx, split_name=task.train_split, **names)
     f_test = load_or_extract(model, test, prep, ctx, split_name=task.test_split, **names)
@@ -147,7 +151,9 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
         "unbalanced": bool(short),
         "short_classes": short[:50],
         "classes_present": int(len(np.unique(y))),
+        "class_coverage": coverage,
         "feature_dim": int(x.shape[1]),
+        "feature_layer": {"requested": p.get("feature_layer", "cls"), "used": layer_used},
         "timings": {k_: round(v, 4) for k_, v in timings.items()},
     })
     provenance = {

@@ -1,8 +1,10 @@
 """Fine-tuning runner: train a backbone with a new zero-initialised head on a task's train split, score test.
 
 Recipe (paper Table 4, §B.1.1): SGD momentum 0.9, no weight decay, global-norm clipping at 1, linear warm-up
-then cosine decay to 0, inception crop + horizontal flip for training, squash-resize for evaluation; the
-whole test split is scored (vit_jax drops the last partial batch; we do not). Exercised by
+then cosine decay to 0 (update k at the schedule's step k-1, as optax), the task's training augmentation
+(inception crop, resize + random crop, or none; optional flip; VTAB per task, docs/preprocessing.md),
+squash-resize for evaluation; the whole test split is scored (vit_jax drops the last partial batch; we do
+not). `micro_batch` accumulates gradients over chunks of each update's batch; the batch stream is the same. Exercised by
 `vitbench finetune` and `vitbench run --method finetune`.
 """
 
@@ -57,52 +59,69 @@ def score(preds: np.ndarray, split, metric: str) -> dict[str, float]:
     return out
 
 
+def batch_indices(n_train: int, batch_size: int, steps: int, generator: torch.Generator):
+    """Example indices of each optimizer update's whole batch (sorted), drawn from per-epoch permutations.
+
+    A new permutation starts whenever the next whole batch does not fit in the current one, so the stream
+    depends on the batch size only, never on the micro-batch that accumulates it."""
+    order, cursor = torch.randperm(n_train, generator=generator), 0
+    for _ in range(steps):
+        if cursor + batch_size > n_train:  # reshuffle each epoch; batches never straddle epochs
+            order, cursor = torch.randperm(n_train, generator=generator), 0
+        yield np.sort(order[cursor : cursor + batch_size].numpy())  # sorted reads are kinder to the memory map
+        cursor += batch_size
+
+
 def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
+    from vitbench.data.order import check_class_coverage
     from vitbench.data.transforms import preprocessing_for, train_augment
     from vitbench.models import create
 
-    recipe = recipe_math.FinetuneRecipe.from_params(cell.params)
+    recipe = recipe_math.FinetuneRecipe.from_params({**cell.params, "micro_batch": cell.micro_batch})
     task = cell.task
     torch.manual_seed(cell.seed)
     model = create(cell.model, weights=cell.weights, img_size=cell.img_size, num_classes=task.num_classes,
-                   pos_interp=cell.pos_interp, drop_rate=float(cell.params.get("dropout", 0.0)))
+                   pos_interp=cell.pos_interp, dropout=recipe.dropout)
     model.to(ctx.device)
     prep = preprocessing_for(model.data_config, size=cell.img_size, resize="squash",
-                             interpolation=cell.params.get("interpolation", "bilinear"))
-    prep_train = dataclasses.replace(prep, train_crop=recipe.train_crop, hflip=recipe.hflip)
+                             interpolation=cell.params.get("interpolation", "bilinear"),
+                             resize_impl=cell.params.get("resize_impl", "tf"))
+    prep_train = dataclasses.replace(prep, train_crop=recipe.train_crop, hflip=recipe.hflip, train_resize=recipe.train_resize)
     prep = dataclasses.replace(prep, train_crop="none", hflip=False)  # evaluation: no augmentation
 
     selecting = cell.params.get("stage") == "select"  # lr selection: train on the dev-train split, score dev
     train_name = cell.params["select_train_split"] if selecting else task.train_split
     eval_name = cell.params["select_eval_split"] if selecting else task.test_split
-    train_split, train_images = _split_and_images(task, train_name, prep, ctx)
+    train_split, train_images = _split_and_images(task, train_name, prep_train.train_cache(), ctx)
     test_split, test_images = _split_and_images(task, eval_name, prep, ctx)
+    coverage = check_class_coverage(task, train_name, train_split.labels, eval_name, test_split.labels)
 
     micro, n_micro = recipe_math.accumulation_steps(recipe.batch_size, recipe.micro_batch)
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     gen = torch.Generator().manual_seed(cell.seed)
     labels = torch.from_numpy(np.asarray(train_split.labels, dtype=np.int64))
     n_train = len(train_split)
-    order, cursor = torch.randperm(n_train, generator=gen), 0
+    batch_size = min(recipe.batch_size, n_train)  # a split smaller than the batch: every step sees all of it
+    micro = min(micro, batch_size)
     log_every = max(1, recipe.steps // 20)
     loss_curve, running = [], []
     model.train()
-    for step in range(1, recipe.steps + 1):
-        lr = recipe_math.lr_at(step, recipe.lr, recipe.steps, recipe.warmup_steps)
+    for step, batch_idx in enumerate(batch_indices(n_train, batch_size, recipe.steps, gen), start=1):
+        lr = recipe_math.update_lr(step, recipe.lr, recipe.steps, recipe.warmup_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
-        for _ in range(n_micro):
-            if cursor + micro > n_train:  # reshuffle each epoch; batches never straddle epochs
-                order, cursor = torch.randperm(n_train, generator=gen), 0
-            idx = np.sort(order[cursor : cursor + micro].numpy())  # sorted reads are kinder to the memory map
-            cursor += micro
+        step_loss = 0.0
+        for lo in range(0, len(batch_idx), micro):
+            idx = batch_idx[lo : lo + micro]
             batch = torch.from_numpy(train_images[idx]).to(ctx.device)  # fancy indexing copies: writable
             target = labels[idx].to(ctx.device)
             x = train_augment(batch, prep_train, gen)
-            loss = F.cross_entropy(model(x), target) / n_micro
+            # mean over the whole batch: each chunk's summed loss / batch size (exact for unequal chunks too)
+            loss = F.cross_entropy(model(x), target, reduction="sum") / len(batch_idx)
             loss.backward()
-            running.append(loss.item() * n_micro)
+            step_loss += loss.item()
+        running.append(step_loss)
         if recipe.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
         optimizer.step()
@@ -116,18 +135,23 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
     details = {
         "recipe": recipe.to_dict(),
         "micro_batch": micro,
-        "accumulation": n_micro,
+        "accumulation": -(-batch_size // micro),
+        "batch_size_used": batch_size,
+        "lr_schedule": "update k uses the schedule at step k-1 (optax / vit_jax)",
+        "dropout": model.weights_info.get("dropout"),
+        "class_coverage": coverage,
         "loss_curve": loss_curve,
         "final_train_loss": loss_curve[-1]["loss"] if loss_curve else None,
         "n_train": n_train,
         "n_test": len(test_split),
         "train_split": train_name,
         "eval_split": eval_name,
-        "epochs": recipe.steps * recipe.batch_size / max(n_train, 1),
+        "epochs": recipe.steps * batch_size / max(n_train, 1),
     }
     provenance = {
         "weights": getattr(model, "weights_info", {}),
-        "preprocessing": {"eval": prep.to_dict(), "train": prep_train.to_dict(), "note": "train augmentation is applied to the decoded, resized cache"},
+        "preprocessing": {"eval": prep.to_dict(), "train": prep_train.to_dict(), "train_cache": prep_train.train_cache().cache_key(),
+                          "note": "train augmentation is applied to the decoded cache resized to train_cache.size"},
         "train": train_split.provenance,
         "test": test_split.provenance,
         "train_fingerprint": train_split.fingerprint,

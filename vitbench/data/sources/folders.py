@@ -57,6 +57,10 @@ class FileListReader(SourceReader):
     def key(self, split: str, row: int) -> str | None:
         return self.files[split][row][0].name
 
+    def order_key(self, split: str, row: int) -> str | None:
+        path = self.files[split][row][0]
+        return path.relative_to(self.root).as_posix() if path.is_relative_to(self.root) else path.as_posix()
+
     def identity(self) -> dict[str, Any]:
         h = hashlib.sha256()
         for split in sorted(self.files):
