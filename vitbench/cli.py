@@ -209,7 +209,7 @@ def fewshot(
     suite: SuiteOpt = "fewshot",
     model: ModelOpt = None,
     weights: WeightsOpt = None,
-    shots: Annotated[str, typer.Option("--shots", help="One value or a list, e.g. 5 or 1,5,10,25.")] = "1,5,10,25",
+    shots: Annotated[Optional[str], typer.Option("--shots", help="One value or a list, e.g. 5 or 1,5,10,25 (default: the task's, else the suite's, else 1,5,10,25).")] = None,
     seeds: SeedsOpt = None,
     l2: Annotated[Optional[float], typer.Option("--l2", help="Ridge strength for --l2-select fixed (default 1024 = 2^10).")] = None,
     l2_select: Annotated[Optional[str], typer.Option("--l2-select", help="fixed | mean-rank | leave-self-out | cv")] = None,

@@ -170,6 +170,25 @@ def lsr_predict_factored(
     return out
 
 
+def lsr_predict_big_vision_float32(factors: LsrFactors, x_test, l2_regs: Sequence[float]) -> np.ndarray:
+    """Predicted class ids `(len(l2_regs), n_test)` computed in float32 in big_vision's own order of operations
+    (`fewshot_lsr.py` `_eig_fewshot_acc_fn`): per l2, scaling = 1 / (eigs + l2), W = (lhs * scaling) @ rhs,
+    scores = standardised test features (with the bias column) @ W, argmax. With float32 factors this is how
+    big_vision's numbers are computed (JAX's default float32 on CPU); results still differ from JAX's in the
+    last bits where the BLAS/LAPACK summation order differs (docs/preprocessing.md, "Few-shot precision")."""
+    f32 = torch.float32
+    eigs, lhs, rhs = factors.eigs.to(f32), factors.lhs.to(f32), factors.rhs.to(f32)
+    mean, std = factors.mean.to(f32), factors.std.to(f32)
+    rows = x_test if isinstance(x_test, torch.Tensor) else torch.from_numpy(np.array(x_test))
+    xs = _with_bias((rows.to(eigs.device, f32) - mean) / std)
+    out = np.empty((len(l2_regs), len(xs)), dtype=np.int64)
+    for j, l2 in enumerate(l2_regs):
+        scaling = 1.0 / (eigs + torch.tensor(float(l2), dtype=f32, device=eigs.device) * torch.ones_like(eigs))
+        w = (lhs * scaling.reshape(1, -1)) @ rhs
+        out[j] = (xs @ w).argmax(1).cpu().numpy()
+    return out
+
+
 def lsr_predict(
     x_train, y_train, x_test, l2_regs: Sequence[float], num_classes: int | None = None, *,
     precision: str = "float64", predict_precision: str | None = None, device: str | torch.device = "cpu",

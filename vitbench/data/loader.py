@@ -39,6 +39,13 @@ FORMAT_VERSION = 1
 # Sizes of the VTAB-1k subsets (task_adaptation: plain prefixes, vtab_tasks.md §2).
 VTAB1K_SIZES = {"train800": 800, "val200": 200, "train800val200": 1000}
 
+def expected_size(task: TaskSpec, split: str) -> int | None:
+    """The split's defined size: the task's `options.expected_sizes[split]`, else VTAB-1k's 800/200/1000."""
+    sizes = task.options.get("expected_sizes") or {}
+    value = sizes.get(split, VTAB1K_SIZES.get(split))
+    return int(value) if value is not None else None
+
+
 def default_cache_dir() -> Path:
     env = os.environ.get("VITBENCH_CACHE_DIR")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "vitbench"
@@ -242,10 +249,12 @@ def load_split(
             f"task {task.name!r} split {split!r}: no data found — tried " + "; ".join(tried)
             + f". Run `{suite_command_hint(task, root)}` where the sources are reachable (or copy a prepared folder there)"
         )
-    expected = VTAB1K_SIZES.get(split)
+    expected = expected_size(task, split)
     if expected is not None and len(result) != expected:
-        # VTAB-1k's named subsets have fixed sizes (vtab_tasks.md §2); a copy with fewer rows is incomplete
-        note = f"split {split!r} has {len(result)} images, VTAB-1k defines {expected}: the data copy is incomplete"
+        # VTAB-1k's named subsets and test splits have fixed sizes (task_adaptation `*_test.py`); a copy with
+        # other counts is incomplete (a truncated mirror)
+        definer = "VTAB-1k" if split in VTAB1K_SIZES else f"task {task.name!r}"
+        note = f"split {split!r} has {len(result)} images, {definer} defines {expected}: the data copy is incomplete"
         warnings.warn(f"task {task.name!r}: {note}", stacklevel=2)
         result.provenance.setdefault("caveats", []).append(note)
         result.provenance["incomplete"] = True

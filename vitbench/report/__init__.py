@@ -59,7 +59,7 @@ def build_report(records: list[dict[str, Any]], out_dir: Path, title: str = "vit
         warnings.append(f"Lossy (JPEG) copies of the data were used for: {', '.join(sorted(set(lossy)))}.")
     incomplete = [r["task"] for r in records if any(((r.get("provenance") or {}).get(s) or {}).get("incomplete") for s in ("train", "test"))]
     if incomplete:
-        warnings.append(f"Incomplete copies of VTAB-1k subsets (fewer than 800/200/1000 images) were used for: {', '.join(sorted(set(incomplete)))}.")
+        warnings.append(f"Incomplete data copies (a split with other than its defined size: VTAB-1k's 800/200/1000, or a task's expected test size) were used for: {', '.join(sorted(set(incomplete)))}.")
     versions = {k: v for r in records[:1] for k, v in (r.get("versions") or {}).items()}
     sections = [
         ("Summary (mean ± std over seeds, %)", html_report.frame_html(summary)),

@@ -26,7 +26,8 @@ from vitbench.features import load_or_extract
 
 # `precision` -> (factorisation dtype, prediction-GEMM dtype). "mixed" is the fast setting measured in
 # BENCHMARKS.md "Few-shot": float64 eigh + float32 prediction, 99.999% identical to sklearn; float32 for the
-# factorisation too agrees only ~98.6% (ill-conditioned dual Gram matrix at small l2).
+# factorisation too agrees only ~98.6% (ill-conditioned dual Gram matrix at small l2). "float32" is what
+# big_vision itself computes (JAX float32 on CPU), in its order of operations (docs/preprocessing.md).
 SOLVE_AND_PREDICT = {"float64": ("float64", None), "float32": ("float32", None), "mixed": ("float64", "float32")}
 
 
@@ -115,7 +116,10 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
     x, y = np.asarray(f_train.array[subset]), train.labels[subset]
     solve_dtype, predict_dtype = SOLVE_AND_PREDICT[precision]
     factors = fs.lsr_factorize(x, y, k, precision=solve_dtype, device=ctx.device)
-    predictions = fs.lsr_predict_factored(factors, f_test.array, l2_values, precision=predict_dtype)
+    if precision == "float32":  # big_vision's own float32 order of operations, for matching its l2-selection numbers
+        predictions = fs.lsr_predict_big_vision_float32(factors, f_test.array, l2_values)
+    else:
+        predictions = fs.lsr_predict_factored(factors, f_test.array, l2_values, precision=predict_dtype)
     metric, acc, top1 = _metric_per_l2(task, test, predictions)
     timings["solve_s"] = time.perf_counter() - t0
 
@@ -144,6 +148,7 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
         "l2_select": mode,
         "l2_grid": l2_values,
         "precision": precision,
+        "solve_order": "big_vision float32 (per-l2 W = (lhs * 1/(eigs + l2)) @ rhs)" if precision == "float32" else "factored, all l2 at once",
         "solver": "primal (eigh of X^T X)" if factors.primal else "dual (eigh of X X^T)",
         "n_train": int(len(subset)),
         "n_train_split": int(len(train)),

@@ -59,6 +59,12 @@ def score(preds: np.ndarray, split, metric: str) -> dict[str, float]:
     return out
 
 
+def train_preprocessing(prep, recipe: recipe_math.FinetuneRecipe):
+    """The training augmentation of `recipe` on top of the eval preprocessing `prep`; training reads the cache
+    `train_preprocessing(...).train_cache()` (at `train_resize` for "resize_crop", else at the eval size)."""
+    return dataclasses.replace(prep, train_crop=recipe.train_crop, hflip=recipe.hflip, train_resize=recipe.train_resize)
+
+
 def batch_indices(n_train: int, batch_size: int, steps: int, generator: torch.Generator):
     """Example indices of each optimizer update's whole batch (sorted), drawn from per-epoch permutations.
 
@@ -86,7 +92,7 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
     prep = preprocessing_for(model.data_config, size=cell.img_size, resize="squash",
                              interpolation=cell.params.get("interpolation", "bilinear"),
                              resize_impl=cell.params.get("resize_impl", "tf"))
-    prep_train = dataclasses.replace(prep, train_crop=recipe.train_crop, hflip=recipe.hflip, train_resize=recipe.train_resize)
+    prep_train = train_preprocessing(prep, recipe)
     prep = dataclasses.replace(prep, train_crop="none", hflip=False)  # evaluation: no augmentation
 
     selecting = cell.params.get("stage") == "select"  # lr selection: train on the dev-train split, score dev
