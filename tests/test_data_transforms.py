@@ -17,8 +17,10 @@ GOOGLE = {"input_size": (3, 224, 224), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5
 
 
 def test_preprocessing_for_and_record():
-    prep = preprocessing_for(GOOGLE, size=32)
+    prep = preprocessing_for(GOOGLE, size=32, resize_impl="pil")
     assert (prep.size, prep.resize, prep.crop_pct, prep.interpolation) == (32, "squash", 1.0, "bicubic")
+    # big_vision's resize (the default) is bilinear whatever the model's config says
+    assert (preprocessing_for(GOOGLE, size=32).interpolation, preprocessing_for(GOOGLE).resize_impl) == ("bilinear", "tf")
     d = prep.to_dict()
     assert d["mean"] == [0.5, 0.5, 0.5] and d["train_crop_scale"] == [0.05, 1.0] and d["hflip"] is True
     assert preprocessing_for(GOOGLE, resize="resize_crop").crop_pct == 0.9
