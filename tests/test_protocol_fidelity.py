@@ -203,3 +203,27 @@ def test_records_say_what_ran(tmp_path, monkeypatch, capsys):
     assert rec["provenance"]["preprocessing"]["resize_impl"] == "tf"
     assert rec["provenance"]["train"]["order"]["kind"] == "native"
     assert rec["details"]["class_coverage"]["eval_classes_missing_from_train"] == 0
+
+
+def test_runners_refuse_eval_classes_missing_from_training(tmp_path):
+    from vitbench.runners import fewshot as fewshot_runner
+    from vitbench.runners.finetune import run_cell
+
+    task = TaskSpec(name="digits3", num_classes=10, sources=(SourceSpec("digits"),),
+                    splits={"train": "all[:3]", "test": "all[3:40]"})  # rows 0-2 are digits 0, 1, 2
+    suite = load_suite("smoke")
+    ft = {k: v for k, v in method_params(suite, "finetune", {"steps": 2, "warmup_steps": 0}, task).items() if k not in ("seeds", "img_size")}
+    cell = Cell(suite="t", task=task, model="vit_ti16", weights="none", method="finetune", params=ft, img_size=32)
+    with pytest.raises(VitbenchError, match=r"task 'digits3': split 'test' has 7 class\(es\) that split 'train' lacks"):
+        run_cell(cell, RunContext(cache_dir=tmp_path))
+    fs_params = {**{k: v for k, v in method_params(suite, "fewshot", None, task).items() if k not in ("seeds", "img_size")}, "shots": 1}
+    fs_cell = Cell(suite="t", task=task, model="vit_ti16", weights="none", method="fewshot", params=fs_params, img_size=32)
+    with pytest.raises(VitbenchError, match="allow_missing_classes"):
+        fewshot_runner.run_cell(fs_cell, RunContext(cache_dir=tmp_path))
+    fewshot_runner.clear_memo()
+    ok = TaskSpec(name="digits3", num_classes=10, sources=task.sources, splits=task.splits,
+                  options={"allow_missing_classes": True})
+    result = fewshot_runner.run_cell(Cell(suite="t", task=ok, model="vit_ti16", weights="none", method="fewshot",
+                                          params=fs_params, img_size=32), RunContext(cache_dir=tmp_path))
+    assert result.details["class_coverage"]["accepted_because"] == "the task declares it acceptable"
+    fewshot_runner.clear_memo()

@@ -42,8 +42,9 @@ FEWSHOT_DEFAULTS: dict[str, Any] = {
     # class token after the final LayerNorm ("cls": always the class token); docs/preprocessing.md
     "feature_layer": "pre_logits",
 }
-# The paper's VTAB recipe (Table 4, §B.1.1; finetune_and_weights.md §1.1, §1.5): SGD momentum 0.9, batch 512,
-# cosine decay, no weight decay, global-norm clipping at 1, 384 px, inception crop + flip.
+# The paper's recipe (Table 4, §B.1.1): SGD momentum 0.9, batch 512, cosine decay, no weight decay, global-norm
+# clipping at 1, 384 px, inception crop + flip (vit_jax); the VTAB suites set BiT's per-task resize / random crop /
+# flip instead (docs/preprocessing.md).
 FINETUNE_DEFAULTS: dict[str, Any] = {
     "steps": 2500,
     "lr": 0.01,
