@@ -122,3 +122,14 @@ def test_prepared_copy_without_order_is_stale():
     assert not entry_matches_task({"provenance": prov}, task, "train")
     assert entry_matches_task({"provenance": {**prov, "order": {"kind": "hashed"}}}, task, "train")
     assert entry_matches_task({"provenance": {**prov, "source": {"kind": "wds"}}}, task, "train")
+
+
+def test_suite_validates_order_option():
+    from vitbench.suites import parse_suite
+
+    raw = {"tasks": [{"name": "t", "num_classes": 2, "splits": {"train": "train"},
+                      "source": {"kind": "imagefolder", "id": "x", "order": "shuffled"}}]}
+    with pytest.raises(VitbenchError, match="field 'order' must be 'native' or 'hashed'"):
+        parse_suite(raw, "s.toml")
+    raw["tasks"][0]["source"]["order"] = "native"
+    assert parse_suite(raw, "s.toml").tasks[0].sources[0].options["order"] == "native"

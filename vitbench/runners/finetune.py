@@ -4,8 +4,8 @@ Recipe (paper Table 4, §B.1.1): SGD momentum 0.9, no weight decay, global-norm 
 then cosine decay to 0 (update k at the schedule's step k-1, as optax), the task's training augmentation
 (inception crop, resize + random crop, or none; optional flip; VTAB per task, docs/preprocessing.md),
 squash-resize for evaluation; the whole test split is scored (vit_jax drops the last partial batch; we do
-not). `micro_batch` accumulates gradients over chunks of each update's batch; the batch stream is the same. Exercised by
-`vitbench finetune` and `vitbench run --method finetune`.
+not). `micro_batch` accumulates gradients over chunks of each update's batch; the batch stream is the same.
+Exercised by `vitbench finetune` and `vitbench run --method finetune`.
 """
 
 from __future__ import annotations
@@ -21,13 +21,11 @@ from vitbench import finetune as recipe_math
 from vitbench.cells import Cell, CellResult, RunContext
 
 
-def _split_and_images(task, name, prep, ctx):
-    from vitbench.data import load_split
+def _images(split, prep, ctx):
     from vitbench.data.transforms import resized_images
 
-    split = load_split(task, name, data_root=ctx.data_root, skip_corrupt=ctx.skip_corrupt)
     images_dir = None if ctx.cache_dir is None else Path(ctx.cache_dir) / "images"  # same layout as few-shot
-    return split, resized_images(split, prep, cache_dir=images_dir, progress=ctx.progress)
+    return resized_images(split, prep, cache_dir=images_dir, progress=ctx.progress)
 
 
 @torch.inference_mode()
@@ -79,6 +77,7 @@ def batch_indices(n_train: int, batch_size: int, steps: int, generator: torch.Ge
 
 
 def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
+    from vitbench.data import load_split
     from vitbench.data.order import check_class_coverage
     from vitbench.data.transforms import preprocessing_for, train_augment
     from vitbench.models import create
@@ -98,11 +97,12 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
     selecting = cell.params.get("stage") == "select"  # lr selection: train on the dev-train split, score dev
     train_name = cell.params["select_train_split"] if selecting else task.train_split
     eval_name = cell.params["select_eval_split"] if selecting else task.test_split
-    train_split, train_images = _split_and_images(task, train_name, prep_train.train_cache(), ctx)
-    test_split, test_images = _split_and_images(task, eval_name, prep, ctx)
-    coverage = check_class_coverage(task, train_name, train_split.labels, eval_name, test_split.labels)
+    train_split, test_split = (load_split(task, name, data_root=ctx.data_root, skip_corrupt=ctx.skip_corrupt)
+                               for name in (train_name, eval_name))
+    coverage = check_class_coverage(task, train_name, train_split.labels, eval_name, test_split.labels)  # before decoding
+    train_images, test_images = _images(train_split, prep_train.train_cache(), ctx), _images(test_split, prep, ctx)
 
-    micro, n_micro = recipe_math.accumulation_steps(recipe.batch_size, recipe.micro_batch)
+    micro, _ = recipe_math.accumulation_steps(recipe.batch_size, recipe.micro_batch)
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     gen = torch.Generator().manual_seed(cell.seed)
     labels = torch.from_numpy(np.asarray(train_split.labels, dtype=np.int64))
