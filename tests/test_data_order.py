@@ -127,7 +127,7 @@ def test_prepared_copy_without_order_is_stale():
 def test_suite_validates_order_option():
     from vitbench.suites import parse_suite
 
-    raw = {"tasks": [{"name": "t", "num_classes": 2, "splits": {"train": "train"},
+    raw = {"tasks": [{"name": "t", "num_classes": 2, "splits": {"train": "train", "test": "test"},
                       "source": {"kind": "imagefolder", "id": "x", "order": "shuffled"}}]}
     with pytest.raises(VitbenchError, match="field 'order' must be 'native' or 'hashed'"):
         parse_suite(raw, "s.toml")
