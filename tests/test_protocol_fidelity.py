@@ -227,3 +227,24 @@ def test_runners_refuse_eval_classes_missing_from_training(tmp_path):
                                           params=fs_params, img_size=32), RunContext(cache_dir=tmp_path))
     assert result.details["class_coverage"]["accepted_because"] == "the task declares it acceptable"
     fewshot_runner.clear_memo()
+
+
+def test_real_on_hf_style_parquet_names(tmp_path):
+    """ReaL through a Hugging Face `ILSVRC/imagenet-1k`-style copy, whose validation files carry the wnid."""
+    import datasets
+    from PIL import Image
+
+    from vitbench.data import load_split
+
+    names = [f"ILSVRC2012_val_{i:08d}_n0175174{i}.JPEG" for i in (1, 2, 3)]
+    for name in names:
+        Image.new("RGB", (4, 4)).save(tmp_path / name, format="JPEG")
+    feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=1000)})
+    ds = datasets.Dataset.from_dict({"image": [str(tmp_path / n) for n in names], "label": [0, 1, 2]}, features=feats)
+    (tmp_path / "hf" / "data").mkdir(parents=True)
+    ds.to_parquet(str(tmp_path / "hf" / "data" / "validation-00000-of-00001.parquet"))
+    (tmp_path / "real.json").write_text("[[5], [], [0, 1]]")
+    task = TaskSpec(name="imagenet_real", num_classes=1000, metric="real", splits={"test": "validation"},
+                    sources=(SourceSpec("parquet", str(tmp_path / "hf")),), options={"real_json": "real.json"})
+    split = load_split(task, "test", data_root=tmp_path)
+    assert split.keys == names and split.real_labels == [[5], [], [0, 1]]
