@@ -76,3 +76,13 @@ def test_cache_key_and_validation():
         Preprocessing(size=8, resize_impl="cv2")
     with pytest.raises(VitbenchError, match="bilinear"):
         resize_image(Image.new("RGB", (10, 10)), Preprocessing(size=8, interpolation="bicubic"))
+
+
+def test_feature_cache_key_has_resize_impl_and_feature_layer():
+    from vitbench.features import FeatureKey
+
+    def key(prep, layer="cls"):
+        return FeatureKey("sha", prep.to_dict(), "fp", "train", feature_layer=layer).digest
+
+    assert key(Preprocessing(size=8)) != key(Preprocessing(size=8, resize_impl="pil"))
+    assert key(Preprocessing(size=8)) != key(Preprocessing(size=8), "representation")
