@@ -133,3 +133,22 @@ def test_suite_validates_order_option():
         parse_suite(raw, "s.toml")
     raw["tasks"][0]["source"]["order"] = "native"
     assert parse_suite(raw, "s.toml").tasks[0].sources[0].options["order"] == "native"
+
+
+def test_prepared_copy_of_a_hashed_source_keeps_its_order(tmp_path):
+    from PIL import Image
+
+    from vitbench.data.prepare import prepare_task, split_info
+
+    for c in ("a", "b", "c"):
+        (tmp_path / "src" / "all" / c).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (4, 4), (i * 40, 0, 0)).save(tmp_path / "src" / "all" / c / f"{c}{i}.png")
+    task = TaskSpec(name="folder3", num_classes=3, sources=(SourceSpec("imagefolder", str(tmp_path / "src")),),
+                    splits={"train": "all[:9]", "test": "all[9:]"})
+    direct = load_split(task, "train", data_root=tmp_path / "root")
+    prepare_task(task, tmp_path / "root", ["train", "test"])
+    prepared = load_split(task, "train", data_root=tmp_path / "root")
+    assert "prepared" in prepared.provenance and prepared.keys == direct.keys
+    assert prepared.labels.tolist() == direct.labels.tolist() and prepared.provenance["order"]["kind"] == "hashed"
+    assert split_info(task, tmp_path / "root", "train")["order"] == "hashed"
