@@ -139,10 +139,13 @@ def split_from_reader(task: TaskSpec, split: str, reader: SourceReader, spec: So
 
 
 def _hashed_order(reader: SourceReader, split: str) -> np.ndarray:
-    """The class-mixing permutation of one source split (vitbench/data/order.py), keyed on example names."""
-    n = reader.split_sizes()[split]
-    keys = [reader.order_key(split, row) for row in range(n)]
-    return hashed_permutation(split, [k if k is not None else f"#{row}" for row, k in enumerate(keys)])
+    """The class-mixing permutation of one source split (vitbench/data/order.py), keyed on example names;
+    kept on the (per-process cached) reader, since a task slices the same source split several times."""
+    memo = reader.__dict__.setdefault("_hashed_orders", {})
+    if split not in memo:
+        keys = [reader.order_key(split, row) for row in range(reader.split_sizes()[split])]
+        memo[split] = hashed_permutation(split, [k if k is not None else f"#{row}" for row, k in enumerate(keys)])
+    return memo[split]
 
 
 def _prepared_state(task: TaskSpec, split: str, root: Path) -> str:
