@@ -213,7 +213,7 @@ def fewshot(
     seeds: SeedsOpt = None,
     l2: Annotated[Optional[float], typer.Option("--l2", help="Ridge strength for --l2-select fixed (default 1024 = 2^10).")] = None,
     l2_select: Annotated[Optional[str], typer.Option("--l2-select", help="fixed | mean-rank | leave-self-out | cv")] = None,
-    precision: Annotated[Optional[str], typer.Option("--precision", help="float64 (default), mixed (float64 solve + float32 prediction: faster, 99.999% identical) or float32.")] = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="float64 (default), mixed (float64 solve + float32 prediction: faster, 99.999% identical) or float32 (big_vision's own float32 computation).")] = None,
     tasks: TasksOpt = None,
     out_dir: OutOpt = DEFAULT_OUT,
     force: ForceOpt = False,
