@@ -2,16 +2,18 @@
 few-shot --shots precedence, the optax step offset, ReaL file names, KITTI string types, VTAB test sizes,
 the representation layer and big_vision's float32 few-shot computation."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from vitbench.cells import Cell, RunContext
+from vitbench.cells import RunContext
 from vitbench.cli import main
 from vitbench.errors import VitbenchError
 from vitbench.finetune import lr_at, update_lr
+from vitbench.methods import get_method
 from vitbench.planner import expand, method_params
 from vitbench.suites import SourceSpec, TaskSpec, load_suite
 
@@ -27,19 +29,22 @@ def test_update_k_uses_schedule_at_k_minus_1():
         update_lr(0, 0.01, 100, 10)
 
 
-def _finetune_cell(micro_batch):
-    suite = load_suite("smoke")
-    params = method_params(suite, "finetune", {"steps": 4, "batch_size": 64, "warmup_steps": 1, "lr": 0.05}, DIGITS)
-    params = {k: v for k, v in params.items() if k not in ("seeds", "img_size", "micro_batch")}
-    return Cell(suite="t", task=DIGITS, model="vit_ti16", weights="none", method="finetune", params=params, seed=0,
-                img_size=32, micro_batch=micro_batch)
+def _cells(task, method, overrides):
+    """The planner's cells of `method` on `task` (the smoke suite's tables, random-init ViT-Ti/16 at 32 px)."""
+    suite = dataclasses.replace(load_suite("smoke"), tasks=(task,))
+    return expand(suite, ["vit_ti16"], [method], weights="none", overrides={method: overrides})
+
+
+def _run(cell, ctx):
+    return get_method(cell.method).run_cell(cell, ctx, [])
 
 
 def test_micro_batch_accumulates_with_the_same_batch_stream(tmp_path):
-    from vitbench.runners.finetune import run_cell
-
     ctx = RunContext(cache_dir=tmp_path)
-    whole, micro = run_cell(_finetune_cell(None), ctx), run_cell(_finetune_cell(16), ctx)
+    base = {"steps": 4, "batch_size": 64, "warmup_steps": 1, "lr": 0.05}
+    (whole_cell,), (micro_cell,) = _cells(DIGITS, "finetune", base), _cells(DIGITS, "finetune", {**base, "micro_batch": 16})
+    assert micro_cell.micro_batch == 16 and micro_cell.key == whole_cell.key
+    whole, micro = _run(whole_cell, ctx), _run(micro_cell, ctx)
     assert (whole.details["accumulation"], micro.details["accumulation"]) == (1, 4)
     assert micro.details["micro_batch"] == 16 and micro.details["recipe"]["micro_batch"] == 16
     a = [p["loss"] for p in whole.details["loss_curve"]]
@@ -145,8 +150,8 @@ def test_representation_layer_not_used_for_fine_tuning(tmp_path):
 
 def test_fewshot_feature_layer_default_and_validation():
     suite = load_suite("smoke")
-    assert method_params(suite, "fewshot")["feature_layer"] == "pre_logits"
-    assert method_params(suite, "fewshot")["resize_impl"] == "tf"
+    assert method_params(suite, "fewshot").feature_layer == "pre_logits"
+    assert method_params(suite, "fewshot").resize_impl == "tf"
     with pytest.raises(VitbenchError, match="feature_layer"):
         method_params(suite, "fewshot", {"feature_layer": "penultimate"})
     with pytest.raises(VitbenchError, match="resize_impl"):
@@ -206,27 +211,22 @@ def test_records_say_what_ran(tmp_path, monkeypatch, capsys):
 
 
 def test_runners_refuse_eval_classes_missing_from_training(tmp_path):
-    from vitbench.runners import fewshot as fewshot_runner
-    from vitbench.runners.finetune import run_cell
+    from vitbench.features import clear_memo
 
     task = TaskSpec(name="digits3", num_classes=10, sources=(SourceSpec("digits"),),
                     splits={"train": "all[:3]", "test": "all[3:40]"})  # rows 0-2 are digits 0, 1, 2
-    suite = load_suite("smoke")
-    ft = {k: v for k, v in method_params(suite, "finetune", {"steps": 2, "warmup_steps": 0}, task).items() if k not in ("seeds", "img_size")}
-    cell = Cell(suite="t", task=task, model="vit_ti16", weights="none", method="finetune", params=ft, img_size=32)
+    ctx = RunContext(cache_dir=tmp_path)
+    cell = _cells(task, "finetune", {"steps": 2, "warmup_steps": 0})[0]
     with pytest.raises(VitbenchError, match=r"task 'digits3': split 'test' has 7 class\(es\) that split 'train' lacks"):
-        run_cell(cell, RunContext(cache_dir=tmp_path))
-    fs_params = {**{k: v for k, v in method_params(suite, "fewshot", None, task).items() if k not in ("seeds", "img_size")}, "shots": 1}
-    fs_cell = Cell(suite="t", task=task, model="vit_ti16", weights="none", method="fewshot", params=fs_params, img_size=32)
-    with pytest.raises(VitbenchError, match="allow_missing_classes"):
-        fewshot_runner.run_cell(fs_cell, RunContext(cache_dir=tmp_path))
-    fewshot_runner.clear_memo()
-    ok = TaskSpec(name="digits3", num_classes=10, sources=task.sources, splits=task.splits,
-                  options={"allow_missing_classes": True})
-    result = fewshot_runner.run_cell(Cell(suite="t", task=ok, model="vit_ti16", weights="none", method="fewshot",
-                                          params=fs_params, img_size=32), RunContext(cache_dir=tmp_path))
+        _run(cell, ctx)
+    for method in ("fewshot", "knn", "linear"):
+        with pytest.raises(VitbenchError, match="allow_missing_classes"):
+            _run(_cells(task, method, {"shots": [1], "seeds": [0]} if method == "fewshot" else {})[0], ctx)
+    clear_memo()
+    ok = dataclasses.replace(task, options={"allow_missing_classes": True})
+    result = _run(_cells(ok, "fewshot", {"shots": [1], "seeds": [0]})[0], ctx)
     assert result.details["class_coverage"]["accepted_because"] == "the task declares it acceptable"
-    fewshot_runner.clear_memo()
+    clear_memo()
 
 
 def test_real_on_hf_style_parquet_names(tmp_path):

@@ -13,7 +13,6 @@ from PIL import Image
 from scipy import ndimage
 
 from vitbench.data.transforms import resize_image, train_augment
-from vitbench.finetune import FinetuneRecipe
 from vitbench.planner import method_params
 from vitbench.runners.finetune import train_preprocessing
 from vitbench.data.transforms import Preprocessing
@@ -25,7 +24,7 @@ SIZE = 64
 def augment(task_name: str, images: list[np.ndarray], seed: int, suite: str = "vtab") -> np.ndarray:
     s = load_suite(suite)
     params = method_params(s, "finetune", {"img_size": SIZE}, s.task(task_name))
-    prep = train_preprocessing(Preprocessing(size=SIZE, resize_impl=params["resize_impl"]), FinetuneRecipe.from_params(params))
+    prep = train_preprocessing(Preprocessing(size=SIZE, resize_impl=params.resize_impl), params)
     cache = np.stack([resize_image(Image.fromarray(im), prep.train_cache()) for im in images])
     out = train_augment(torch.from_numpy(cache), prep, torch.Generator().manual_seed(seed))
     return ((out * 0.5 + 0.5) * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()[..., 0]
@@ -122,8 +121,8 @@ def test_paper_suite_vtab_part_matches_and_other_tasks_keep_inception():
     for t in vtab.tasks:
         a = method_params(vtab, "finetune", None, t)
         b = method_params(paper, "finetune", None, paper.task(t.name))
-        assert (a["train_crop"], a["hflip"]) == (b["train_crop"], b["hflip"])
-    assert method_params(paper, "finetune", None, paper.task("imagenet"))["train_crop"] == "inception"
+        assert (a.train_crop, a.hflip) == (b.train_crop, b.hflip)
+    assert method_params(paper, "finetune", None, paper.task("imagenet")).train_crop == "inception"
 
 
 def test_resize_crop_is_448_to_384_and_uniform():

@@ -5,13 +5,17 @@ then cosine decay to 0 (update k at the schedule's step k-1, as optax), the task
 (inception crop, resize + random crop, or none; optional flip; VTAB per task, docs/preprocessing.md),
 squash-resize for evaluation; the whole test split is scored (vit_jax drops the last partial batch; we do
 not). `micro_batch` accumulates gradients over chunks of each update's batch; the batch stream is the same.
-Exercised by `vitbench finetune` and `vitbench run --method finetune`.
+Exercised by `vitbench finetune` and `vitbench run --method finetune` (through `vitbench/methods/finetune.py`,
+which owns the parameters and the dev-split learning-rate selection).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,18 +50,12 @@ def predict(model: torch.nn.Module, images: np.ndarray, prep, ctx: RunContext, d
 
 def score(preds: np.ndarray, split, metric: str) -> dict[str, float]:
     """top-1 accuracy over the whole split, plus ReaL accuracy when the split carries ReaL label sets."""
-    out = {"top1": float((preds == split.labels).mean()) if len(preds) else float("nan")}
-    real_sets = getattr(split, "real_labels", None)
-    if real_sets is not None:
-        from vitbench.data.real import real_accuracy
+    from vitbench.features import classification_metrics
 
-        out["real"] = float(real_accuracy(preds, real_sets))
-    if metric == "real" and "real" not in out:
-        out["real"] = float("nan")
-    return out
+    return classification_metrics(preds, split, metric)
 
 
-def train_preprocessing(prep, recipe: recipe_math.FinetuneRecipe):
+def train_preprocessing(prep, recipe):
     """The training augmentation of `recipe` on top of the eval preprocessing `prep`; training reads the cache
     `train_preprocessing(...).train_cache()` (at `train_resize` for "resize_crop", else at the eval size)."""
     return dataclasses.replace(prep, train_crop=recipe.train_crop, hflip=recipe.hflip, train_resize=recipe.train_resize)
@@ -76,13 +74,15 @@ def batch_indices(n_train: int, batch_size: int, steps: int, generator: torch.Ge
         cursor += batch_size
 
 
-def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
+def train_and_score(cell: Cell, ctx: RunContext, recipe: Mapping[str, Any]) -> CellResult:
+    """Fine-tune `cell.model` on `cell.task` with `recipe` (`vitbench.methods.finetune.recipe`), score the eval split."""
     from vitbench.data import load_split
     from vitbench.data.order import check_class_coverage
     from vitbench.data.transforms import preprocessing_for, train_augment
     from vitbench.models import create
 
-    recipe = recipe_math.FinetuneRecipe.from_params({**cell.params, "micro_batch": cell.micro_batch})
+    # micro_batch travels on the cell, outside the key (the batch stream does not depend on it)
+    recipe = SimpleNamespace(**{**recipe, "micro_batch": cell.micro_batch or recipe.get("micro_batch")})
     task = cell.task
     torch.manual_seed(cell.seed)
     model = create(cell.model, weights=cell.weights, img_size=cell.img_size, num_classes=task.num_classes,
@@ -139,7 +139,7 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
     preds = predict(model, test_images, prep, ctx, desc=f"eval {task.name}")
     metrics = score(preds, test_split, task.metric)
     details = {
-        "recipe": recipe.to_dict(),
+        "recipe": dict(vars(recipe)),
         "micro_batch": micro,
         "accumulation": -(-batch_size // micro),
         "batch_size_used": batch_size,
