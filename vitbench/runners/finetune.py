@@ -61,19 +61,6 @@ def train_preprocessing(prep, recipe):
     return dataclasses.replace(prep, train_crop=recipe.train_crop, hflip=recipe.hflip, train_resize=recipe.train_resize)
 
 
-def batch_indices(n_train: int, batch_size: int, steps: int, generator: torch.Generator):
-    """Example indices of each optimizer update's whole batch (sorted), drawn from per-epoch permutations.
-
-    A new permutation starts whenever the next whole batch does not fit in the current one, so the stream
-    depends on the batch size only, never on the micro-batch that accumulates it."""
-    order, cursor = torch.randperm(n_train, generator=generator), 0
-    for _ in range(steps):
-        if cursor + batch_size > n_train:  # reshuffle each epoch; batches never straddle epochs
-            order, cursor = torch.randperm(n_train, generator=generator), 0
-        yield np.sort(order[cursor : cursor + batch_size].numpy())  # sorted reads are kinder to the memory map
-        cursor += batch_size
-
-
 def train_and_score(cell: Cell, ctx: RunContext, recipe: Mapping[str, Any]) -> CellResult:
     """Fine-tune `cell.model` on `cell.task` with `recipe` (`vitbench.methods.finetune.recipe`), score the eval split."""
     from vitbench.data import load_split
@@ -102,21 +89,23 @@ def train_and_score(cell: Cell, ctx: RunContext, recipe: Mapping[str, Any]) -> C
     coverage = check_class_coverage(task, train_name, train_split.labels, eval_name, test_split.labels)  # before decoding
     train_images, test_images = _images(train_split, prep_train.train_cache(), ctx), _images(test_split, prep, ctx)
 
-    micro, _ = recipe_math.accumulation_steps(recipe.batch_size, recipe.micro_batch)
+    micro, n_micro = recipe_math.accumulation_steps(recipe.batch_size, recipe.micro_batch)
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     gen = torch.Generator().manual_seed(cell.seed)
     labels = torch.from_numpy(np.asarray(train_split.labels, dtype=np.int64))
     n_train = len(train_split)
-    batch_size = min(recipe.batch_size, n_train)  # a split smaller than the batch: every step sees all of it
-    micro = min(micro, batch_size)
+    stream = recipe_math.batch_stream(n_train, recipe.batch_size, gen)  # every step sees batch_size examples
     log_every = max(1, recipe.steps // 20)
     loss_curve, running = [], []
     model.train()
-    for step, batch_idx in enumerate(batch_indices(n_train, batch_size, recipe.steps, gen), start=1):
+    for step in range(1, recipe.steps + 1):
         lr = recipe_math.update_lr(step, recipe.lr, recipe.steps, recipe.warmup_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
+        # the whole update's batch is drawn first and sorted (kinder to the memory map), then cut into
+        # micro-batches: the examples and their augmentation draws do not depend on the micro-batch size
+        batch_idx = np.sort(next(stream))
         step_loss = 0.0
         for lo in range(0, len(batch_idx), micro):
             idx = batch_idx[lo : lo + micro]
@@ -127,6 +116,7 @@ def train_and_score(cell: Cell, ctx: RunContext, recipe: Mapping[str, Any]) -> C
             loss = F.cross_entropy(model(x), target, reduction="sum") / len(batch_idx)
             loss.backward()
             step_loss += loss.item()
+        recipe_math.check_finite_loss(step_loss, step, lr)
         running.append(step_loss)
         if recipe.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
@@ -141,8 +131,7 @@ def train_and_score(cell: Cell, ctx: RunContext, recipe: Mapping[str, Any]) -> C
     details = {
         "recipe": dict(vars(recipe)),
         "micro_batch": micro,
-        "accumulation": -(-batch_size // micro),
-        "batch_size_used": batch_size,
+        "accumulation": n_micro,
         "lr_schedule": "update k uses the schedule at step k-1 (optax / vit_jax)",
         "dropout": model.weights_info.get("dropout"),
         "class_coverage": coverage,
@@ -152,7 +141,9 @@ def train_and_score(cell: Cell, ctx: RunContext, recipe: Mapping[str, Any]) -> C
         "n_test": len(test_split),
         "train_split": train_name,
         "eval_split": eval_name,
-        "epochs": recipe.steps * batch_size / max(n_train, 1),
+        "epochs": recipe.steps * recipe.batch_size / max(n_train, 1),
+        "examples_seen": recipe.steps * recipe.batch_size,
+        "sampling": recipe_math.SAMPLING,
     }
     provenance = {
         "weights": getattr(model, "weights_info", {}),
