@@ -162,7 +162,7 @@ def _big_vision_transcription(x, y, xt, l2s, k):
     """big_vision `fewshot_lsr.py` `_precompute_cache` + `_eig_fewshot_acc_fn`, op for op, in torch float32."""
     x, xt = torch.from_numpy(x).float(), torch.from_numpy(xt).float()
     mean = x.mean(0, keepdim=True)
-    std = x.std(0, correction=0, keepdim=True) + 1e-5
+    std = torch.sqrt(torch.mean(torch.square(torch.abs(x - mean)), 0, keepdim=True)) + 1e-5  # jnp.std
     x = torch.nn.functional.pad((x - mean) / std, (0, 1), value=100.0)
     t = 2.0 * torch.nn.functional.one_hot(torch.from_numpy(y), k).float() - 1.0
     if x.shape[0] >= x.shape[1]:
@@ -193,7 +193,7 @@ def test_float32_follows_big_vision_order_of_operations():
 
     x, xt = feats(y), feats(yt)
     l2s = list(fs.DEFAULT_L2_GRID)
-    factors = fs.lsr_factorize(x, y, k, precision="float32")
+    factors = fs.lsr_factorize_big_vision_float32(x, y, k)
     ours = fs.lsr_predict_big_vision_float32(factors, xt, l2s)
     assert np.array_equal(ours, _big_vision_transcription(x, y, xt, l2s, k))
 

@@ -6,6 +6,10 @@ Every user error is one line on stderr with exit code 2 (see `main`).
 
 from __future__ import annotations
 
+from vitbench.threads import quiet_openmp_env
+
+quiet_openmp_env()  # before anything imports torch: OpenMP reads its wait policy once, at load
+
 import os
 import signal
 import sys
@@ -49,6 +53,7 @@ ImgOpt = Annotated[Optional[int], typer.Option("--img-size", help="Input resolut
 SeedsOpt = Annotated[Optional[str], typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2.")]
 PosInterpOpt = Annotated[Optional[str], typer.Option("--pos-interp", help="Position-embedding resize at a non-native --img-size: bilinear (Google's, default) or bicubic (timm's).")]
 SkipCorruptOpt = Annotated[bool, typer.Option("--skip-corrupt", help="Skip unreadable images instead of stopping (counted in each record's split provenance).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch and BLAS (default: $OMP_NUM_THREADS if set, else every core this process may use; idle threads sleep: OMP_WAIT_POLICY=PASSIVE unless set). Recorded in each record.")]
 ReportOpt = Annotated[bool, typer.Option("--report/--no-report", help="Write the HTML + CSV report when done.")]
 
 
@@ -101,12 +106,15 @@ def _execute(
     skip_corrupt: bool = False,
     default_model: str = "vit_b16",
     verbose: bool = False,
+    threads: int | None = None,
 ) -> None:
     from vitbench import fsutil, planner, results
     from vitbench.cells import RunContext
     from vitbench.data import fingerprint
     from vitbench.suites import load_suite
+    from vitbench.threads import check_threads
 
+    threads = check_threads(threads)
     suite = load_suite(suite_name)
     models = _csv(model) or [suite.defaults.get("model", default_model)]
     weights = weights or suite.defaults.get("weights", "default")
@@ -139,7 +147,8 @@ def _execute(
     fsutil.sweep_stale_temps(default_cache_dir(cache_dir) / "features", default_cache_dir(cache_dir) / "images", recursive=False)
     if the_plan.todo:
         results.ensure_writable(out_dir)
-    ctx = RunContext(data_root=data_root, cache_dir=cache_dir, device=_device(device), skip_corrupt=skip_corrupt)
+    ctx = RunContext(data_root=data_root, cache_dir=cache_dir, device=_device(device), skip_corrupt=skip_corrupt,
+                     num_threads=threads)
     written = run_with_progress(the_plan.todo, out_dir, ctx)
     keys = {c.key for c in the_plan.cells}
     records = [r for r in results.load_records(out_dir) if r["key"] in keys]
@@ -204,12 +213,13 @@ def run(
     report: ReportOpt = True,
     pos_interp: PosInterpOpt = None,
     verbose: VerboseOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Run a suite: every task x model x method x params x seed; finished cells are skipped (resume)."""
     options = {"shots": _int_list(shots, "shots", 1), "seeds": _int_list(seeds, "seeds", 0), "img_size": img_size,
                "steps": _pos_int(steps, "steps"), "lr": _positive(lr, "lr")}
     _execute(_suite_or_fail(suite), model, weights, method, tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir,
-             options, report, pos_interp, skip_corrupt, verbose=verbose)
+             options, report, pos_interp, skip_corrupt, verbose=verbose, threads=threads)
 
 
 def _pos_int(value: int | None, name: str) -> int | None:
@@ -249,12 +259,13 @@ def fewshot(
     pos_interp: PosInterpOpt = None,
     report: ReportOpt = True,
     verbose: VerboseOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Few-shot linear evaluation: closed-form ridge on frozen pre-logits to {-1,1}^K targets (big_vision)."""
     options = {"shots": _int_list(shots, "shots", 1), "seeds": _int_list(seeds, "seeds", 0), "l2": _positive(l2, "l2"),
                "l2_select": l2_select, "precision": precision, "img_size": img_size}
     _execute(suite, model, weights, "fewshot", tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, options,
-             report, pos_interp, skip_corrupt, verbose=verbose)
+             report, pos_interp, skip_corrupt, verbose=verbose, threads=threads)
 
 
 @app.command()
@@ -281,6 +292,7 @@ def finetune(
     pos_interp: PosInterpOpt = None,
     report: ReportOpt = True,
     verbose: VerboseOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Full fine-tuning with a new zero-initialised head (paper recipe: SGD 0.9, cosine, clip 1)."""
     options = {
@@ -289,7 +301,7 @@ def finetune(
         "seeds": _int_list(seeds, "seeds", 0), "img_size": img_size,
     }
     _execute(suite, model, weights, "finetune", tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, options,
-             report, pos_interp, skip_corrupt, verbose=verbose)
+             report, pos_interp, skip_corrupt, verbose=verbose, threads=threads)
 
 
 @app.command()

@@ -208,6 +208,9 @@ def execute(
 
     `todo` is in plan order, so the records a cell depends on are on disk before it runs.
     """
+    from vitbench.threads import configure_threads
+
+    configure_threads(ctx.num_threads)  # None: threads.default_threads() (recorded in each record's hardware.threads)
     written = []
     for i, cell in enumerate(todo):
         if on_start:

@@ -22,10 +22,12 @@ from vitbench.data.order import check_class_coverage
 from vitbench.features import clear_memo, load_or_extract, memo_model, memo_split
 
 
-# `precision` -> (factorisation dtype, prediction-GEMM dtype). "mixed" is the fast setting measured in
-# BENCHMARKS.md "Few-shot": float64 eigh + float32 prediction, 99.999% identical to sklearn; float32 for the
-# factorisation too agrees only ~98.6% (ill-conditioned dual Gram matrix at small l2). "float32" is what
-# big_vision itself computes (JAX float32 on CPU), in its order of operations (docs/preprocessing.md).
+# `precision` -> (solve dtype, prediction-GEMM dtype). "mixed" is float64 solve + float32 prediction, 99.999%
+# identical to sklearn (BENCHMARKS.md "Few-shot"); float32 for the solve too agrees only ~98.5% on the l2 grid
+# (ill-conditioned dual Gram matrix at small l2). "float64" predictions on CPU run as certified float32 GEMMs
+# with float64 for close calls (vitbench/certified_argmax.py): identical to float64, about as fast as "mixed".
+# "float32" is what big_vision itself computes (JAX float32 on CPU), in its order of operations
+# (docs/preprocessing.md): eigendecomposition for every l2, per-l2 weights, no folding or certification.
 SOLVE_AND_PREDICT = {"float64": ("float64", None), "float32": ("float32", None), "mixed": ("float64", "float32")}
 
 
@@ -90,11 +92,15 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
     short = fs.short_classes(train.labels, shots, k)
     x, y = np.asarray(f_train.array[subset]), train.labels[subset]
     solve_dtype, predict_dtype = SOLVE_AND_PREDICT[precision]
-    factors = fs.lsr_factorize(x, y, k, precision=solve_dtype, device=ctx.device)
-    if precision == "float32":  # big_vision's own float32 order of operations, for matching its l2-selection numbers
+    if precision == "float32":  # big_vision's own float32 computation, for matching its l2-selection numbers
+        factors = fs.lsr_factorize_big_vision_float32(x, y, k, device=ctx.device)
         predictions = fs.lsr_predict_big_vision_float32(factors, f_test.array, l2_values)
+        solver = ("primal" if factors.primal else "dual") + " eigh in float32, big_vision's order of operations"
+        prediction = "float32, per l2: W = (lhs * 1 / (eigs + l2)) @ rhs, scores = standardised features @ W"
     else:
-        predictions = fs.lsr_predict_factored(factors, f_test.array, l2_values, precision=predict_dtype)
+        clf = fs.lsr_fit(x, y, k, l2_values, precision=solve_dtype, predict_precision=predict_dtype, device=ctx.device)
+        predictions = fs.classify(clf, f_test.array)
+        solver, prediction = clf.solver, clf.prediction
     metric, acc, top1 = _metric_per_l2(task, test, predictions)
     timings["solve_s"] = time.perf_counter() - t0
 
@@ -123,8 +129,8 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
         "l2_select": mode,
         "l2_grid": l2_values,
         "precision": precision,
-        "solve_order": "big_vision float32 (per-l2 W = (lhs * 1/(eigs + l2)) @ rhs)" if precision == "float32" else "factored, all l2 at once",
-        "solver": "primal (eigh of X^T X)" if factors.primal else "dual (eigh of X X^T)",
+        "solver": solver,
+        "prediction": prediction,
         "n_train": int(len(subset)),
         "n_train_split": int(len(train)),
         "n_test": int(len(test)),
