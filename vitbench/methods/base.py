@@ -72,8 +72,8 @@ def check_img_size(img_size: Any, where: str) -> None:
 
 
 def check_preprocessing(resize: Any, interpolation: Any, crop_pct: Any, where: str) -> None:
-    """Eval preprocessing of frozen features or fine-tuning evaluation (`vitbench.data.transforms`)."""
-    from vitbench.data.transforms import PIL_INTERPOLATION, RESIZE_MODES
+    """Eval preprocessing of frozen features or fine-tuning evaluation (`vitbench.data.resize`)."""
+    from vitbench.data.resize import PIL_INTERPOLATION, RESIZE_MODES  # torch-free: `vitbench validate` stays fast
 
     if resize not in RESIZE_MODES:
         raise VitbenchError(f"{where}: resize must be one of {list(RESIZE_MODES)}, got {resize!r}")
@@ -85,7 +85,7 @@ def check_preprocessing(resize: Any, interpolation: Any, crop_pct: Any, where: s
 
 def check_resize_impl(resize_impl: Any, interpolation: Any, where: str) -> None:
     """`resize_impl`: "tf" (big_vision's resize: TF bilinear without antialiasing, truncated) or "pil"."""
-    from vitbench.data.transforms import RESIZE_IMPLS
+    from vitbench.data.resize import RESIZE_IMPLS
 
     if resize_impl not in RESIZE_IMPLS:
         raise VitbenchError(f"{where}: resize_impl must be one of {list(RESIZE_IMPLS)} (tf = big_vision's resize, pil = PIL's), got {resize_impl!r}")

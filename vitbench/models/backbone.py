@@ -5,7 +5,7 @@ pre-logits representation (ViT: class token after the final LayerNorm, or with `
 the checkpoint's tanh(Dense) representation layer when it has one, as big_vision's few-shot reads; BiT:
 global-average-pooled features), `forward(x)` returns logits from a new zero-initialised `Linear(D, K)` head when
 one was asked for (the paper removes the whole pre-training head and adds one zero-initialised D x K layer,
-finetune_and_weights.md §1.1), and `num_features`, `data_config`, `weights_info` describe it.
+docs/finetune.md#paper-recipe), and `num_features`, `data_config`, `weights_info` describe it.
 Also owns `state_dict_sha256`. Exercised by `vitbench run`, `vitbench fewshot`, `vitbench finetune`.
 """
 
