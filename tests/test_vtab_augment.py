@@ -1,7 +1,7 @@
 """VTAB fine-tuning augmentation keeps each task's label (BiT §3.3; Google's ViT-on-VTAB config).
 
 Synthetic images shaped like each structured task's label go through the suite's own per-task training
-pre-processing (resize, random crop and/or flip as `suites/vtab.toml` sets them, at 64 px instead of 384) and
+pre-processing (resize, random crop and/or flip as the `vtab` suite sets them, at 64 px instead of 384) and
 the label is read back from the augmented pixels."""
 
 import math
