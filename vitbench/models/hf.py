@@ -19,6 +19,7 @@ Exercised by `vitbench run --model hf:facebook/dinov2-small#cls` and `vitbench.e
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import inspect
@@ -250,6 +251,19 @@ class HFFeatures(nn.Module):
         return tokens[:, 0] if self.feature == "cls" else tokens[:, self.prefix_tokens:].mean(dim=1)
 
 
+@contextlib.contextmanager
+def _quiet(transformers):
+    """No loading progress bar on stderr (the CLI draws its own), restored afterwards."""
+    logging = transformers.utils.logging
+    enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            logging.enable_progress_bar()
+
+
 def _drop(model: nn.Module, path: str) -> None:
     parent, _, attr = path.rpartition(".")
     owner = model.get_submodule(parent) if parent else model
@@ -275,8 +289,9 @@ def build(name: str, weights: Any, *, img_size: int | None, pos_interp: str) -> 
             raise VitbenchError(f"{name}: {str(folder)!r} has no model.safetensors; only safetensors weights are "
                                 "loaded (pickled .bin files can run code); re-save with save_pretrained")
         try:
-            model, info = cls.from_pretrained(str(folder), use_safetensors=True, local_files_only=True,
-                                              output_loading_info=True, dtype=torch.float32)
+            with _quiet(transformers):
+                model, info = cls.from_pretrained(str(folder), use_safetensors=True, local_files_only=True,
+                                                  output_loading_info=True, dtype=torch.float32)
         except Exception as exc:  # noqa: BLE001 - a bad folder is a user error
             raise VitbenchError(f"{name}: cannot load {str(folder)!r} ({ckpt._one_line(exc)})") from None
         missing = [k for k in info.get("missing_keys", []) if not (drop and k.startswith(drop + "."))]

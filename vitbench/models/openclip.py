@@ -16,6 +16,7 @@ open_clip:ViT-B-32/openai` and `vitbench.evaluate("open_clip:...", ...)`.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -155,7 +156,11 @@ def build(name: str, weights: Any, *, img_size: int | None, pos_interp: str) -> 
     elif kind == "file":
         path, source = Path(value), value
     kwargs = {"force_image_size": int(img_size)} if img_size else {}
-    model = open_clip.create_model(arch, pretrained=None, load_weights=False, **kwargs)
+    logging.disable(logging.WARNING)  # open_clip warns "no pretrained weights": vitbench loads them next
+    try:
+        model = open_clip.create_model(arch, pretrained=None, **kwargs)
+    finally:
+        logging.disable(logging.NOTSET)
     if path is not None:
         sd = ckpt.read_checkpoint(path)
         if not any(k.startswith("visual.") for k in sd):  # a visual tower saved on its own
