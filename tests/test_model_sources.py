@@ -141,6 +141,41 @@ def test_hf_dinov2_mean_and_other_inputs(tmp_path):
 
 
 @needs_hf
+def test_hf_clip_and_siglip_vision_towers(tmp_path):
+    from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, SiglipImageProcessor, SiglipVisionConfig,
+                              SiglipVisionModel)
+
+    from vitbench.models import create
+
+    torch.manual_seed(0)
+    vision = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32,
+                  patch_size=8)
+    text = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, vocab_size=64,
+                max_position_embeddings=8, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    clip = CLIPModel(CLIPConfig(vision_config=vision, text_config=text, projection_dim=16)).eval()
+    clip.save_pretrained(tmp_path / "clip")  # a full CLIP checkpoint: vitbench loads its vision tower
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(tmp_path / "clip")
+    siglip = SiglipVisionModel(SiglipVisionConfig(**vision)).eval()
+    siglip.save_pretrained(tmp_path / "siglip")
+    SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "siglip")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        tower = create(f"hf:{tmp_path / 'clip'}")
+        assert tower.weights_info["hf_class"] == "CLIPVisionModel" and tower.weights_info["feature_output"] == "pooled"
+        assert not any(k.startswith("model.text") for k in tower.trunk.state_dict())
+        expected = clip.vision_model(pixel_values=x).pooler_output  # class token after post_layernorm
+        torch.testing.assert_close(tower.forward_features(x), expected)
+        torch.testing.assert_close(create(f"hf:{tmp_path / 'clip'}#cls").forward_features(x), expected)
+        pooled = create(f"hf:{tmp_path / 'siglip'}")
+        torch.testing.assert_close(pooled.forward_features(x), siglip(pixel_values=x).pooler_output)
+        mean = create(f"hf:{tmp_path / 'siglip'}#mean")
+        torch.testing.assert_close(mean.forward_features(x), siglip(pixel_values=x).last_hidden_state.mean(1))
+        assert not any(".head." in k for k in mean.trunk.state_dict())  # the unused pooling head is not hashed
+    with pytest.raises(VitbenchError, match="no class token"):
+        create(f"hf:{tmp_path / 'siglip'}#cls")
+
+
+@needs_hf
 def test_hf_refusals(tmp_path):
     from vitbench.models import create, resolve_weights_id
 
@@ -156,6 +191,32 @@ def test_hf_refusals(tmp_path):
     (tmp_path / "nopool" / "model.safetensors").rename(tmp_path / "nopool" / "other.bin")
     with pytest.raises(VitbenchError, match="safetensors"):
         create(f"hf:{tmp_path / 'nopool'}")
+
+
+@needs_hf
+def test_cli_runs_an_hf_folder(vit_dir, tmp_path):
+    from vitbench.cli import main
+    from vitbench.results import load_records
+
+    folder, _ = vit_dir
+    code = main(["fewshot", "--suite", "smoke", "--model", f"hf:{folder}#mean", "--weights", "default", "--shots", "5",
+                 "--seeds", "0", "--out", str(tmp_path / "r"), "--no-report"])
+    assert code == 0
+    (rec,) = load_records(tmp_path / "r")
+    assert rec["model"] == f"hf:{folder}#mean" and rec["random_init"] is False
+
+
+def test_missing_packages_name_the_extra(monkeypatch):
+    import importlib.util as iu
+
+    from vitbench.models import resolve_weights_id
+
+    real = iu.find_spec
+    monkeypatch.setattr(iu, "find_spec", lambda name, *a: None if name in ("transformers", "open_clip") else real(name, *a))
+    with pytest.raises(VitbenchError, match=r"vitbench\[hf\]"):
+        resolve_weights_id("hf:facebook/dinov2-small")
+    with pytest.raises(VitbenchError, match=r"vitbench\[openclip\]"):
+        resolve_weights_id("open_clip:ViT-B-32/openai")
 
 
 @needs_hf

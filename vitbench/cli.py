@@ -325,7 +325,8 @@ def ls(
                 "pretrain_data", "native_resolution", "default_weights", "other_tags"]
         shown = table[[c for c in cols if c in table.columns]].astype(object)
         print_frame(shown.where(shown.notna(), ""),
-                     title="models (`name` or `name.tag`; also timm:<name>, torchvision:<name>, --weights PATH)")
+                     title="models (`name` or `name.tag`; also timm:<name>, torchvision:<name>, hf:<repo>, "
+                           "open_clip:<arch>/<tag>, timm:hf-hub:<repo>, --weights PATH)")
     else:
         raise VitbenchError(f"`vitbench ls {what}`: choose suites, tasks or models")
 

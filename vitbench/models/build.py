@@ -90,8 +90,8 @@ def create(name: str, weights: str | os.PathLike | None = "default", img_size: i
            num_classes: int | None = None, *, pos_interp: str = "bilinear", drop_rate: float = 0.0) -> Backbone:
     """Build a backbone by name with the chosen weights.
 
-    `name`: a paper name (`vit_b16`, `bit_r50x1`, optionally `.tag`), `timm:<arch>[.tag]` or
-    `torchvision:<builder>[.ENUM]`. `weights`: "default" | "none" | a tag | a local file path.
+    `name`: a paper name (`vit_b16`, `bit_r50x1`, optionally `.tag`), `timm:<arch>[.tag]`,
+    `torchvision:<builder>[.ENUM]`, or a spec of `vitbench.models.sources` (`hf:`, `open_clip:`, `timm:hf-hub:`). `weights`: "default" | "none" | a tag | a local file path.
     `img_size`: input resolution (ViT position embeddings are resized with `pos_interp`, "bilinear" =
     Google's align-corners zoom, or "bicubic"). `num_classes`: attach a zero-initialised `Linear(D, K)` head.
     """

@@ -151,13 +151,16 @@ class Registered:
         feature = ModuleFeatures(self.module, self.pooling)
         return f"module:{self._sha}#{feature.call}" + (f"+{self.pooling}" if self.pooling else "") + self._norm_suffix()
 
-    def build(self, weights: Any, *, img_size: int | None, pos_interp: str) -> Built:
+    def build(self, weights: Any, *, img_size: int | None, pos_interp: str, drop_rate: float = 0.0) -> Built:
         data_config = dict(self.data_config)
         if img_size is not None:
             data_config["input_size"] = (3, int(img_size), int(img_size))
         if self.spec is not None:
-            return self._build_alias(weights, img_size, pos_interp, data_config)
+            return self._build_alias(weights, img_size, pos_interp, drop_rate, data_config)
         _check_default(self.name, weights)
+        if drop_rate:
+            raise VitbenchError(f"model {self.name!r}: finetune dropout is supported for timm models only; put "
+                                "dropout inside the module and set dropout = 0")
         trunk = ModuleFeatures(copy.deepcopy(self.module), self.pooling)  # fine-tuning must not touch the caller's
         trunk.train(False)
         return Built(trunk, self._num_features, data_config, self.weights_id(weights),
@@ -165,10 +168,10 @@ class Registered:
                      pretrained_data="unknown (user module)",
                      extra={"feature_output": trunk.describe(), "model_preprocessing": _jsonable(data_config)})
 
-    def _build_alias(self, weights, img_size, pos_interp, overrides) -> Built:
+    def _build_alias(self, weights, img_size, pos_interp, drop_rate, overrides) -> Built:
         from vitbench.models.build import create
 
-        backbone = create(self.spec, weights, img_size=img_size, pos_interp=pos_interp)
+        backbone = create(self.spec, weights, img_size=img_size, pos_interp=pos_interp, drop_rate=drop_rate)
         info = backbone.weights_info
         data_config = {**backbone.data_config, **overrides}
         extra = {k: v for k, v in info.items() if k in ("feature_output", "model_preprocessing", "revision")}

@@ -46,8 +46,8 @@ class Arch:
     model_class: str  # transformers class that loads the vision backbone
     default: str  # the feature used when the spec names none
     prefix_tokens: int  # class (+ distillation / register) tokens before the patch tokens
-    norm: str | None  # module applied to last_hidden_state to get normed tokens (None: already normed)
-    pooler: str | None  # module making pooler_output, dropped when the feature does not use it
+    norm: str | None  # name of the module applied to last_hidden_state to get normed tokens (None: already normed)
+    pooler: str | None  # name of the module making pooler_output, dropped when the feature does not use it
     pooled: str  # what pooler_output is, for the record
 
 
@@ -57,9 +57,9 @@ ARCHS = {
     "dinov2": Arch("Dinov2Model", "cls", 1, None, None, "class token after the final LayerNorm"),
     "dinov2_with_registers": Arch("Dinov2WithRegistersModel", "cls", 1, None, None,
                                   "class token after the final LayerNorm"),
-    "clip_vision_model": Arch("CLIPVisionModel", "pooled", 1, "vision_model.post_layernorm", None,
+    "clip_vision_model": Arch("CLIPVisionModel", "pooled", 1, "post_layernorm", None,
                               "class token after post_layernorm (before the projection)"),
-    "siglip_vision_model": Arch("SiglipVisionModel", "pooled", 0, None, "vision_model.head",
+    "siglip_vision_model": Arch("SiglipVisionModel", "pooled", 0, None, "head",
                                 "attention-pooling (MAP) head"),
 }
 FULL_MODELS = {"clip": "clip_vision_model", "siglip": "siglip_vision_model"}  # the vision tower of a full model
@@ -236,7 +236,7 @@ class HFFeatures(nn.Module):
     def __init__(self, model: nn.Module, arch: Arch, feature: str, prefix_tokens: int, interpolate: bool):
         super().__init__()
         self.model = model
-        self.norm_path = arch.norm
+        self.norm_path = find_module(model, arch.norm) if arch.norm else None
         self.feature = feature
         self.prefix_tokens = prefix_tokens
         self.kwargs = {"interpolate_pos_encoding": True} if interpolate else {}
@@ -255,13 +255,21 @@ class HFFeatures(nn.Module):
 def _quiet(transformers):
     """No loading progress bar on stderr (the CLI draws its own), restored afterwards."""
     logging = transformers.utils.logging
-    enabled = logging.is_progress_bar_enabled()
+    enabled, verbosity = logging.is_progress_bar_enabled(), logging.get_verbosity()
     logging.disable_progress_bar()
+    logging.set_verbosity_error()  # the load report lists a full CLIP's text weights: vitbench checks keys itself
     try:
         yield
     finally:
+        logging.set_verbosity(verbosity)
         if enabled:
             logging.enable_progress_bar()
+
+
+def find_module(model: nn.Module, leaf: str) -> str | None:
+    """The qualified name of the shallowest submodule called `leaf` (transformers versions nest them differently)."""
+    names = [n for n, _ in model.named_modules() if n == leaf or n.endswith("." + leaf)]
+    return min(names, key=lambda n: n.count(".")) if names else None
 
 
 def _drop(model: nn.Module, path: str) -> None:
@@ -283,7 +291,7 @@ def build(name: str, weights: Any, *, img_size: int | None, pos_interp: str) -> 
     feature = feature_of(arch, feature, name)
     config_dc, recorded = data_config(folder, name)
     cls = getattr(transformers, arch.model_class)
-    drop = arch.pooler if feature != "pooled" else None
+    unused_pooler = arch.pooler if feature != "pooled" else None
     if kind == "default":
         if not _has_safetensors(folder):
             raise VitbenchError(f"{name}: {str(folder)!r} has no model.safetensors; only safetensors weights are "
@@ -294,6 +302,7 @@ def build(name: str, weights: Any, *, img_size: int | None, pos_interp: str) -> 
                                                   output_loading_info=True, dtype=torch.float32)
         except Exception as exc:  # noqa: BLE001 - a bad folder is a user error
             raise VitbenchError(f"{name}: cannot load {str(folder)!r} ({ckpt._one_line(exc)})") from None
+        drop = find_module(model, unused_pooler) if unused_pooler else None
         missing = [k for k in info.get("missing_keys", []) if not (drop and k.startswith(drop + "."))]
         mismatched = info.get("mismatched_keys", [])
         if missing or mismatched:
@@ -309,6 +318,7 @@ def build(name: str, weights: Any, *, img_size: int | None, pos_interp: str) -> 
             wid, source = f"file:{ckpt.file_sha256(value)}#{feature}", value
         else:
             wid, source = f"none#{feature}", f"random init (transformers {arch.model_class})"
+    drop = find_module(model, unused_pooler) if unused_pooler else None
     if drop:
         _drop(model, drop)
     if kind == "file":

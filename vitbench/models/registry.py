@@ -166,7 +166,8 @@ def parse_model_name(name: str) -> ModelRef:
         return ModelRef(name, "torchvision", arch, tag or None, None)
     base, _, tag = name.partition(".")
     if base not in MODELS:
-        raise unknown_name("model", base, list(MODELS) + ["timm:<name>", "torchvision:<name>"])
+        raise unknown_name("model", base, list(MODELS) + ["timm:<name>", "torchvision:<name>", "hf:<repo or folder>",
+                                                          "open_clip:<arch>/<tag>", "timm:hf-hub:<repo>"])
     info = MODELS[base]
     if tag:
         valid_tags = available_tags(base)

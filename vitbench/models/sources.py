@@ -89,10 +89,12 @@ def build(name: str, weights: Any, *, img_size: int | None, pos_interp: str, dro
     kind = kind_of(name)
     if kind is None:
         return None
-    if drop_rate:  # timm applies it before the head; these sources have no such hook
-        raise VitbenchError(f"model {name!r}: finetune dropout is supported for timm models only; set dropout = 0")
     if kind == "registered":
-        return _REGISTERED[name].build(weights, img_size=img_size, pos_interp=pos_interp)
+        return _REGISTERED[name].build(weights, img_size=img_size, pos_interp=pos_interp, drop_rate=drop_rate)
+    if drop_rate and kind != "timmhub":  # timm applies it before the head; these sources have no such hook
+        raise VitbenchError(f"model {name!r}: finetune dropout is supported for timm models only; set dropout = 0")
+    if kind == "timmhub":
+        return _module(kind).build(name, weights, img_size=img_size, pos_interp=pos_interp, drop_rate=drop_rate)
     return _module(kind).build(name, weights, img_size=img_size, pos_interp=pos_interp)
 
 

@@ -67,7 +67,7 @@ def weights_id(name: str, weights: Any) -> str:
     return {"default": wid, "random": "none"}.get(kind) or f"file:{ckpt.file_sha256(value)}"
 
 
-def build(name: str, weights: Any, *, img_size: int | None, pos_interp: str) -> Built:
+def build(name: str, weights: Any, *, img_size: int | None, pos_interp: str, drop_rate: float = 0.0) -> Built:
     import timm
     import timm.data
     from timm.models._hub import load_model_config_from_path
@@ -84,6 +84,8 @@ def build(name: str, weights: Any, *, img_size: int | None, pos_interp: str) -> 
         raise VitbenchError(f"{name}: architecture {arch!r} is not in the installed timm {timm.__version__}; "
                             "upgrade timm")
     kwargs = {**model_args, "pretrained": False, "num_classes": 0, "pretrained_cfg": pretrained_cfg}
+    if drop_rate:
+        kwargs["drop_rate"] = drop_rate
     if img_size is not None:
         kwargs["img_size"] = int(img_size)
     try:
