@@ -87,6 +87,12 @@ def _device(name: str | None) -> str:
     import torch
 
     if name:
+        try:
+            torch.device(name)
+        except (RuntimeError, ValueError):
+            raise VitbenchError(f"device={name!r} is not a torch device; use 'cpu', 'cuda' or 'cuda:N'") from None
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise VitbenchError(f"device={name!r}: no CUDA device is visible; use device='cpu'")
         return name
     return "cuda" if torch.cuda.is_available() else "cpu"
 

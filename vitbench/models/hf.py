@@ -49,14 +49,15 @@ class Arch:
     norm: str | None  # name of the module applied to last_hidden_state to get normed tokens (None: already normed)
     pooler: str | None  # name of the module making pooler_output, dropped when the feature does not use it
     pooled: str  # what pooler_output is, for the record
+    pooled_is_cls: bool = False  # pooler_output is exactly the class token: `pooled` is recorded as `cls`
 
 
 ARCHS = {
     "vit": Arch("ViTModel", "cls", 1, None, "pooler", "dense + tanh on the class token (ViT pre-logits layer)"),
     "deit": Arch("DeiTModel", "cls", 2, None, "pooler", "dense + tanh on the class token"),
-    "dinov2": Arch("Dinov2Model", "cls", 1, None, None, "class token after the final LayerNorm"),
+    "dinov2": Arch("Dinov2Model", "cls", 1, None, None, "class token after the final LayerNorm", True),
     "dinov2_with_registers": Arch("Dinov2WithRegistersModel", "cls", 1, None, None,
-                                  "class token after the final LayerNorm"),
+                                  "class token after the final LayerNorm", True),
     "clip_vision_model": Arch("CLIPVisionModel", "pooled", 1, "post_layernorm", None,
                               "class token after post_layernorm (before the projection)"),
     "siglip_vision_model": Arch("SiglipVisionModel", "pooled", 0, None, "head",
@@ -86,8 +87,8 @@ def _has_safetensors(folder: Path) -> bool:
     return (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()
 
 
-def locate(repo: str, model_name: str, local_hint: str = "hf:/path/to/folder (saved with save_pretrained)"
-           ) -> tuple[Path, str, str | None]:
+def locate(repo: str, model_name: str, local_hint: str = "hf:/path/to/folder (saved with save_pretrained)",
+           need_weights: bool = True) -> tuple[Path, str, str | None]:
     """(folder, weights id, hub revision) of `repo`: a local folder, or a hub repo from the cache / downloaded."""
     path = Path(repo).expanduser()
     if path.is_dir():
@@ -101,10 +102,12 @@ def locate(repo: str, model_name: str, local_hint: str = "hf:/path/to/folder (sa
     from huggingface_hub import constants, try_to_load_from_cache
 
     cached = try_to_load_from_cache(repo, "config.json")
-    if isinstance(cached, str):
+    if isinstance(cached, str) and (not need_weights or _has_safetensors(Path(cached).parent)):
         folder = Path(cached).parent
         return folder, f"hf/{repo}@{folder.name}", folder.name
     where = f"the Hugging Face cache ({constants.HF_HUB_CACHE})"
+    if isinstance(cached, str):
+        where += " (config.json is there, model.safetensors is not)"
     fix = f"download it once with network access (`hf download {repo}`) or pass a local folder: {local_hint}"
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         raise VitbenchError(f"cannot load {model_name}: repo {repo} is not in {where} and HF_HUB_OFFLINE=1; {fix}")
@@ -118,6 +121,9 @@ def locate(repo: str, model_name: str, local_hint: str = "hf:/path/to/folder (sa
     except Exception as exc:  # noqa: BLE001 - unknown repo, gated repo, network: one line
         raise VitbenchError(f"cannot download {model_name} from the hub ({ckpt._one_line(exc)}); check the repo "
                             "id, or pass a local folder") from None
+    if need_weights and not _has_safetensors(folder):
+        raise VitbenchError(f"{model_name}: hub repo {repo} has no model.safetensors; only safetensors weights are "
+                            "loaded (pickled .bin files can run code); convert it, or pass a local folder")
     return folder, f"hf/{repo}@{folder.name}", folder.name
 
 
@@ -145,8 +151,8 @@ def feature_of(arch: Arch, feature: str | None, model_name: str) -> str:
         raise unknown_name(f"feature output of {model_name}", feature, FEATURES)
     if feature == "cls" and arch.prefix_tokens == 0:
         raise VitbenchError(f"{model_name}: this architecture has no class token; use #pooled or #mean")
-    if feature == "pooled" and arch.pooler is None and arch.norm is None and arch.model_class.startswith("Dinov2"):
-        return "cls"  # DINOv2's pooler_output is its class token: one name for one number
+    if feature == "pooled" and arch.pooled_is_cls:
+        return "cls"  # one name for one number (and one cache entry)
     return feature
 
 

@@ -74,11 +74,11 @@ def _weights_kind(name: str, tag: str | None, weights: Any) -> tuple[str, str | 
 
 def _feature(visual: nn.Module | None, arch: str, feature: str | None, name: str) -> str:
     """The feature used: `pooled` needs a ViT tower with a separate projection."""
-    if visual is None:
+    if visual is None:  # from the config: timm towers name a timm model, ResNet towers list their stage depths
         import open_clip
 
-        is_vit = "timm_model_name" not in open_clip.get_model_config(arch).get("vision_cfg", {}) and not isinstance(
-            open_clip.get_model_config(arch)["vision_cfg"].get("layers"), (list, tuple))
+        vision_cfg = (open_clip.get_model_config(arch) or {}).get("vision_cfg", {})
+        is_vit = not vision_cfg.get("timm_model_name") and not isinstance(vision_cfg.get("layers"), (list, tuple))
     else:
         is_vit = isinstance(getattr(visual, "proj", None), nn.Parameter)
     if feature is None:

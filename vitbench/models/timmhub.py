@@ -36,7 +36,8 @@ def _locate(name: str) -> tuple[Path, str, str | None, str | None]:
     repo = name[len(HUB):].strip()
     if not repo or "#" in repo:
         raise VitbenchError(f"{name}: name a hub repo after {HUB}, e.g. {HUB}timm/vit_small_patch16_224.augreg_in21k")
-    folder, _, revision = hf.locate(repo, name, f"{LOCAL}/path/to/folder (saved with timm.models.save_for_hf)")
+    folder, _, revision = hf.locate(repo, name, f"{LOCAL}/path/to/folder (saved with timm.models.save_for_hf)",
+                                       need_weights=False)  # timm repos may hold pytorch_model.bin: fetched below
     return folder, f"timm-hub/{repo}@{revision}", repo, revision
 
 
