@@ -25,18 +25,18 @@ LOCAL = "timm:local-dir:"
 
 def _locate(name: str) -> tuple[Path, str, str | None, str | None]:
     """(folder, weights id, repo, revision)."""
-    from vitbench.models import hf
+    from vitbench.models import folders
 
     if name.startswith(LOCAL):
         folder = Path(name[len(LOCAL):]).expanduser()
         if not (folder / "config.json").is_file():
             raise VitbenchError(f"{name}: {str(folder)!r} is not a folder with config.json (write one with "
                                 "timm.models.save_for_hf)")
-        return folder, f"timmdir:{hf._dir_digest(folder)}", None, None
+        return folder, f"timmdir:{folders.dir_digest(folder)}", None, None
     repo = name[len(HUB):].strip()
     if not repo or "#" in repo:
         raise VitbenchError(f"{name}: name a hub repo after {HUB}, e.g. {HUB}timm/vit_small_patch16_224.augreg_in21k")
-    folder, _, revision = hf.locate(repo, name, f"{LOCAL}/path/to/folder (saved with timm.models.save_for_hf)",
+    folder, _, revision = folders.locate(repo, name, f"{LOCAL}/path/to/folder (saved with timm.models.save_for_hf)",
                                        need_weights=False)  # timm repos may hold pytorch_model.bin: fetched below
     return folder, f"timm-hub/{repo}@{revision}", repo, revision
 
