@@ -118,6 +118,19 @@ def test_hf_finetune_runs_with_a_zero_head(vit_dir, tmp_path):
 
 
 @needs_hf
+def test_alias_with_normalisation_override(vit_dir, tmp_path):
+    folder, model = vit_dir
+    prep = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+    with pytest.raises(VitbenchError, match="name="):
+        run(f"hf:{folder}", tmp_path, ["fewshot"], preprocess=prep)
+    rec = one(run(f"hf:{folder}", tmp_path, ["fewshot"], name="vit-half", preprocess=prep), "fewshot")
+    assert rec["model"] == "vit-half" and rec["weights_id"].endswith("#cls;mean=0.5,0.5,0.5;std=0.5,0.5,0.5")
+    assert rec["provenance"]["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
+    cached, direct = direct_features(rec, lambda x: model(pixel_values=x).last_hidden_state[:, 0])
+    np.testing.assert_allclose(cached, direct, rtol=1e-5, atol=1e-5)
+
+
+@needs_hf
 def test_hf_dinov2_mean_and_other_inputs(tmp_path):
     from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
 
@@ -339,6 +352,10 @@ def test_timm_local_dir_and_hub_cache(tmp_path, monkeypatch):
     assert backbone.weights_info["weights_id"].startswith("timmdir:")
     with torch.no_grad():
         torch.testing.assert_close(backbone.forward_features(x), model.forward_head(model.forward_features(x), pre_logits=True))
+    frame = run(f"timm:local-dir:{tmp_path / 'saved'}", tmp_path, ["fewshot", "finetune"])
+    cached, direct = direct_features(one(frame, "fewshot"), lambda x: model.forward_head(model.forward_features(x), pre_logits=True))
+    np.testing.assert_allclose(cached, direct, rtol=1e-5, atol=1e-5)
+    assert one(frame, "finetune")["provenance"]["weights"]["timm_arch"] == "vit_tiny_patch16_224"
     commit = "f" * 40
     snapshot = tmp_path / "hub" / "models--timm--tiny-test" / "snapshots" / commit
     snapshot.mkdir(parents=True)
@@ -395,6 +412,9 @@ def test_module_name_required_and_other_refusals(tmp_path):
         vitbench.evaluate(TokenNet(), name="t", suite="smoke", out=tmp_path, preprocess={"resolution": 32})
     with pytest.raises(VitbenchError, match="pooling"):
         vitbench.evaluate("vit_ti16", suite="smoke", out=tmp_path, pooling="cls")
+    prep = {"size": 32, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+    with pytest.raises(VitbenchError, match="already a model spec"):
+        vitbench.evaluate(TokenNet(), name="vit_ti16", suite="smoke", out=tmp_path, pooling="cls", preprocess=prep)
 
 
 def test_timm_module_defaults_from_its_pretrained_cfg(tmp_path):

@@ -100,6 +100,11 @@ def build(name: str, weights: Any, *, img_size: int | None, pos_interp: str, dro
 
 def register(entry) -> None:
     """Make `entry.name` resolvable by `create` until `unregister(entry.name)`."""
+    from vitbench.models.registry import MODELS
+
+    if entry.name.split(".")[0] in MODELS or entry.name.startswith(("timm:", "torchvision:") + PREFIXES):
+        raise VitbenchError(f"name={entry.name!r} is already a model spec; records would mix the two, choose "
+                            "another name")
     with _LOCK:
         if entry.name in _REGISTERED:
             raise VitbenchError(f"model name {entry.name!r} is already registered by a running evaluation; "
