@@ -423,9 +423,10 @@ def test_timm_module_defaults_from_its_pretrained_cfg(tmp_path):
 
     torch.manual_seed(0)
     net = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1, num_classes=0).eval()
-    frame = run(net, tmp_path, ["fewshot"], name="timm-module", preprocess={"size": 32})
+    frame = run(net, tmp_path, ["fewshot"], name="timm-module")  # resolution and mean/std from the module
     rec = one(frame, "fewshot")
     assert rec["provenance"]["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
+    assert rec["provenance"]["preprocessing"]["size"] == 32
     assert "forward_head" in rec["provenance"]["weights"]["feature_output"]
     cached, direct = direct_features(rec, lambda x: net.forward_head(net.forward_features(x), pre_logits=True))
     np.testing.assert_allclose(cached, direct, rtol=1e-5, atol=1e-5)

@@ -79,7 +79,11 @@ def _module_data_config(module: nn.Module) -> dict[str, Any]:
     if isinstance(getattr(module, "pretrained_cfg", None), Mapping):
         import timm.data
 
-        return dict(timm.data.resolve_data_config({}, model=module))
+        config = dict(timm.data.resolve_data_config({}, model=module))
+        size = getattr(getattr(module, "patch_embed", None), "img_size", None)
+        if size is not None:  # built at another resolution than its pretrained_cfg says (img_size=...)
+            config["input_size"] = (3, *tuple(size))
+        return config
     return {}
 
 
