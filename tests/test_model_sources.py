@@ -247,6 +247,18 @@ def test_hf_repo_not_in_cache_fails_fast_offline(monkeypatch):
         resolve_weights_id("timm:hf-hub:timm/repo-not-in-cache")
 
 
+def test_unreachable_hub_fails_at_once_without_the_offline_flag(monkeypatch):
+    """Without HF_HUB_OFFLINE the hub client would retry for a minute; a short probe answers first."""
+    from vitbench.models import checkpoints, resolve_weights_id
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(checkpoints, "_reachable", lambda url: False)
+    started = time.perf_counter()
+    with pytest.raises(VitbenchError, match="cannot be reached.*local folder"):
+        resolve_weights_id("timm:hf-hub:timm/repo-not-in-cache")
+    assert time.perf_counter() - started < 5
+
+
 @needs_hf
 def test_cli_hf_offline_is_one_line(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
