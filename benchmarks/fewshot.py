@@ -137,6 +137,7 @@ def part_b(args) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from vitbench import features
     from vitbench.cells import Cell, RunContext
+    from vitbench.methods.fewshot import FewshotParams
     from vitbench.runners import fewshot as runner
     from vitbench.suites import SourceSpec, TaskSpec
 
@@ -148,8 +149,7 @@ def part_b(args) -> None:
         before, t0 = features.forward_pass_count(), time.perf_counter()
         for shots in (1, 5, 10, 25):
             for seed in seeds:
-                params = {"shots": shots, "l2": 1024.0, "l2_grid": list(fs.DEFAULT_L2_GRID), "l2_select": "mean-rank",
-                          "precision": "float64", "cv_folds": 5}
+                params = {**FewshotParams().key_params(), "shots": shots, "l2": 1024.0, "l2_select": "mean-rank"}
                 runner.run_cell(Cell("smoke", task, "vit_ti16", "none", "fewshot", params, seed, 32), ctx)
         return features.forward_pass_count() - before, features.COUNTERS["extractions"], time.perf_counter() - t0
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 FAST_SMOKE = (REPO / "suites" / "smoke.toml").read_text().replace("steps = 300", "steps = 40").replace(
     "shots = [1, 5, 10, 25]", "shots = [1, 5]").replace("seeds = [0, 1, 2]", "seeds = [0]").replace("warmup_steps = 30", "warmup_steps = 4").replace(
     'name = "smoke"', 'name = "fast_smoke"')
+FAST_SMOKE = re.sub(r"(?m)^methods = \[.*\]$", 'methods = ["fewshot", "finetune"]', FAST_SMOKE)  # the records counted below
 
 
 @pytest.fixture
@@ -72,11 +74,12 @@ BAD_INPUTS = [
     (["run", "--suite", "smoke", "--model", "vit_b61"], "unknown model 'vit_b61'"),
     (["fewshot", "--suite", "smoke", "--shots", "0"], "--shots values must be >= 1"),
     (["fewshot", "--suite", "smoke", "--shots", "five"], "--shots must be integers"),
-    (["run", "--suite", "smoke", "--method", "linear"], "--method must be fewshot, finetune or all"),
+    (["run", "--suite", "smoke", "--method", "linearr"], "unknown method 'linearr'; known methods: fewshot, finetune"),
+    (["run", "--suite", "smoke", "--method", "finetune", "--shots", "5"], "--shots: not a parameter of the selected method(s) finetune"),
     (["report", "empty"], "no result records in"),
     (["report", "missing"], "does not exist"),
     (["finetune", "--suite", "smoke", "--steps", "10", "--warmup-steps", "10"], "warmup_steps must be in [0, steps)"),
-    (["ls", "things"], "choose suites, tasks or models"),
+    (["ls", "things"], "choose suites, tasks, models or methods"),
     (["run", "--suite", "smoke", "--bogus"], "No such option"),
     (["fewshot", "--suite", "smoke", "--device", "tpu"], "--device 'tpu' is not a torch device"),
     (["fewshot", "--suite", "smoke", "--l2-select", "foo"], "command-line options: l2_select must be one of"),
@@ -115,6 +118,19 @@ def test_validate_and_ls(workdir, capsys):
     assert code == 0 and "all[:1200]" in out
     code, out, _ = run_cli(capsys, "ls", "models")
     assert code == 0 and "vit_b16" in out
+    code, out, _ = run_cli(capsys, "ls", "methods")
+    assert code == 0 and all(m in out for m in ("fewshot", "finetune", "knn", "linear")) and "temperature = 0.07" in out
+
+
+def test_method_lists_and_grouped_dry_run(workdir, capsys):
+    code, out, err = run_cli(capsys, "run", "--suite", "smoke", "--method", "knn,linear", "--dry-run", "--out", "res")
+    assert code == 0, err
+    assert "smoke: 3 cells (3 to run, 0 already done)" in out  # k = 10, 20 and one linear probe
+    assert "plan (cells per task and method)" in out and "--verbose lists every cell" in out
+    code, out, err = run_cli(capsys, "run", "--suite", "smoke", "--dry-run", "--verbose", "--out", "res")
+    assert code == 0, err
+    assert "smoke: 16 cells" in out  # every method of defaults.methods
+    assert "291b31692bdf1c1dbbd2" in out and "shots=1" in out  # --verbose: every cell with its key
 
 
 def test_console_script_bad_input_has_no_traceback(tmp_path):
@@ -130,7 +146,7 @@ def test_interrupt_exits_130_and_keeps_finished_records(workdir, capsys, monkeyp
 
     calls = []
 
-    def interrupted_after_one(cell, ctx):
+    def interrupted_after_one(cell, ctx, deps):
         calls.append(cell.key)
         if len(calls) > 1:
             raise KeyboardInterrupt  # as Ctrl-C in the middle of the second cell

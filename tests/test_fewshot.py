@@ -165,7 +165,9 @@ def digits_cell(shots, seed, mode="fixed", grid=()):
 
     task = TaskSpec(name="digits", num_classes=10, sources=(SourceSpec("digits"),),
                     splits={"train": "all[:1200]", "test": "all[1200:]"})
-    params = {"shots": shots, "l2": 1024.0, "l2_grid": list(grid), "l2_select": mode, "precision": "float64", "cv_folds": 5}
+    from vitbench.methods.fewshot import FewshotParams
+
+    params = {**FewshotParams().key_params(), "shots": shots, "l2": 1024.0, "l2_grid": list(grid), "l2_select": mode}
     return Cell(suite="smoke", task=task, model="vit_ti16", weights="none", method="fewshot", params=params,
                 seed=seed, img_size=32)
 
@@ -178,6 +180,7 @@ def digits_cache(tmp_path_factory):
 def test_run_cell_digits_sweep_extracts_once_and_summarizes(digits_cache):
     from vitbench import features, results
     from vitbench.cells import RunContext
+    from vitbench.methods import fewshot as fewshot_method
     from vitbench.runners import fewshot as runner
 
     runner.clear_memo()
@@ -210,12 +213,12 @@ def test_run_cell_digits_sweep_extracts_once_and_summarizes(digits_cache):
     assert features.forward_pass_count() == first_pass
     assert res2.details["chosen_l2"] == 1024.0 and list(res2.details["acc_per_l2"]) == [repr(1024.0)]
 
-    summary = runner.summarize_fewshot(results.records_frame(records))
+    summary = fewshot_method.summarize_fewshot(results.records_frame(records))
     assert len(summary) == 2 and set(summary["shots"]) == {1, 5} and (summary["n_seeds"] == 2).all()
     best = summary.set_index("shots").loc[5, "l2"]
     accs = [r["details"]["acc_per_l2"][repr(float(best))] for r in records if r["params"]["shots"] == 5]
     assert summary.set_index("shots").loc[5, "mean"] == pytest.approx(np.mean(accs))
-    table = runner.fewshot_table(summary)
+    table = fewshot_method.fewshot_table(summary)
     assert list(table.columns) == ["task", "1-shot", "5-shot"] and list(table["task"]) == ["digits", "mean"]
     assert "±" in table.iloc[0]["5-shot"]
 
@@ -234,7 +237,7 @@ def test_run_cell_cv_and_unbalanced(digits_cache):
 
 
 def test_summarize_leave_self_out_and_fixed():
-    from vitbench.runners.fewshot import summarize_fewshot
+    from vitbench.methods.fewshot import summarize_fewshot
 
     def rec(task, seed, accs, mode, top1=None):
         accs = {repr(k): v for k, v in accs.items()}

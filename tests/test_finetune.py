@@ -5,7 +5,8 @@ import math
 import pytest
 
 from vitbench.errors import VitbenchError
-from vitbench.finetune import FinetuneRecipe, accumulation_steps, lr_at
+from vitbench.finetune import accumulation_steps, lr_at
+from vitbench.methods.finetune import FinetuneParams, recipe
 
 
 def test_schedule_warmup_then_cosine_to_zero():
@@ -36,6 +37,8 @@ def test_accumulation_keeps_the_effective_batch_exact():
         assert size * n == batch and size <= micro
 
 
-def test_recipe_from_params_ignores_non_recipe_keys():
-    r = FinetuneRecipe.from_params({"steps": 10, "lr": 0.1, "batch_size": 8, "warmup_steps": 2, "seeds": [0]})
-    assert r.steps == 10 and r.momentum == 0.9 and r.weight_decay == 0.0 and r.grad_clip == 1.0
+def test_recipe_holds_every_training_setting_and_defaults_come_from_the_method():
+    params = {**FinetuneParams(steps=10, lr=0.1, batch_size=8, warmup_steps=2).key_params(), "stage": "select"}
+    r = recipe(params)
+    assert r["steps"] == 10 and r["momentum"] == 0.9 and r["weight_decay"] == 0.0 and r["grad_clip"] == 1.0
+    assert "stage" not in r and "seeds" not in r and r["micro_batch"] is None

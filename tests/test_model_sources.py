@@ -17,7 +17,8 @@ from torch import nn
 import vitbench
 from vitbench.errors import VitbenchError
 
-FAST = {"fewshot": {"shots": [5], "seeds": [0]}, "finetune": {"steps": 2, "warmup_steps": 0, "batch_size": 16}}
+FAST = {"fewshot": {"shots": [5], "seeds": [0]}, "finetune": {"steps": 2, "warmup_steps": 0, "batch_size": 16},
+        "knn": {"k": [5]}, "linear": {"max_iter": 10, "wd_grid": [1e-4]}}
 
 
 def direct_features(record, forward, n=48):
@@ -403,7 +404,11 @@ def test_module_tokens_need_a_pooling_and_then_match(tmp_path):
     prep = {"size": 32, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
     with pytest.raises(VitbenchError, match="pooling='cls'"):
         run(net, tmp_path, ["fewshot"], name="tokens", preprocess=prep)
-    frame = run(net, tmp_path, ["fewshot", "finetune"], name="tokens", preprocess=prep, pooling="mean")
+    frame = run(net, tmp_path, ["fewshot", "finetune", "knn", "linear"], name="tokens", preprocess=prep,
+                pooling="mean")
+    for method in ("knn", "linear"):  # the other frozen-feature methods read the same cached features
+        other = one(frame, method)
+        assert other["model"] == "tokens" and 0.0 <= other["metrics"]["top1"] <= 1.0
     rec = one(frame, "fewshot")
     assert rec["model"] == "tokens" and rec["weights_id"].startswith("module:")
     assert "+mean" in rec["weights_id"] and ";mean=0.5,0.5,0.5" in rec["weights_id"]

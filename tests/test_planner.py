@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from vitbench import planner
+from vitbench.cells import RunContext
 from vitbench.errors import VitbenchError
 from vitbench.suites import load_suite
 
@@ -53,8 +54,8 @@ def test_bad_shard(text):
 
 
 def test_unknown_method_and_model(smoke):
-    with pytest.raises(VitbenchError, match="unknown method"):
-        planner.expand(smoke, ["vit_ti16"], ["linear"], weights="none")
+    with pytest.raises(VitbenchError, match="unknown method 'linearr'; known methods: fewshot, finetune"):
+        planner.expand(smoke, ["vit_ti16"], ["linearr"], weights="none")
     with pytest.raises(VitbenchError, match="unknown model 'vit_x16'"):
         planner.expand(smoke, ["vit_x16"], ["fewshot"], weights="none")
 
@@ -70,9 +71,53 @@ def test_lr_selection_on_the_dev_split_plans_select_then_final_cells(tmp_path):
     assert [c.params.get("stage") for c in cells] == ["select", "select", "final"]
     final = cells[-1]
     assert final.params["lr"] is None and final.params["lr_grid"] == [0.01, 0.05]
-    assert [c.key for c in planner.selection_cells(final)] == [c.key for c in cells[:2]]
-    with pytest.raises(VitbenchError, match="has no record"):
-        planner.choose_lr(final, tmp_path)  # selection runs must finish first
+    assert [c.key for c in planner.dependencies(final)] == [c.key for c in cells[:2]]
+    with pytest.raises(VitbenchError, match="it depends on is missing"):
+        planner.execute([final], tmp_path, RunContext())  # selection runs must finish first
     (tmp_path / "bad.toml").write_text(text.replace('select_eval_split = "val"', 'select_eval_split = "dev"'))
     with pytest.raises(VitbenchError, match="lr_select = 'dev' needs finetune.select_eval_split"):
         planner.expand(load_suite(str(tmp_path / "bad.toml")), ["vit_ti16"], ["finetune"], weights="none")
+
+
+def dev_selection_suite(tmp_path):
+    from vitbench.suites import parse_suite
+
+    raw = {
+        "name": "devsel", "defaults": {"img_size": 32},
+        "finetune": {"steps": 2, "warmup_steps": 0, "batch_size": 8, "train_crop": "none", "hflip": False, "seeds": [0, 3],
+                     "lr": [0.01, 0.05], "lr_select": "dev", "select_train_split": "minitrain", "select_eval_split": "val"},  # seeds 0 and 3 land in different shards of 2
+        "tasks": [{"name": "digits", "num_classes": 10, "source": {"kind": "digits"},
+                   "splits": {"train": "all[:60]", "minitrain": "all[:40]", "val": "all[40:60]", "test": "all[1200:1240]"}}],
+    }
+    return parse_suite(raw, str(tmp_path / "devsel.toml"))
+
+
+def test_shard_keeps_a_final_cell_with_its_selection_cells(tmp_path):
+    cells = planner.expand(dev_selection_suite(tmp_path), ["vit_ti16"], ["finetune"], weights="none")
+    assert sorted(c.params.get("stage") for c in cells) == ["final"] * 2 + ["select"] * 4  # 2 seeds x (2 lrs + final)
+    for n in (2, 3, 5):
+        parts = [planner.plan(cells, tmp_path, shard=(i, n)).cells for i in range(1, n + 1)]
+        assert sorted(c.key for p in parts for c in p) == sorted(c.key for c in cells)
+        for part in parts:
+            keys = [c.key for c in part]
+            for c in part:  # dependencies in the same shard, before the cell
+                assert all(d.key in keys[:keys.index(c.key)] for d in planner.dependencies(c))
+
+
+@pytest.mark.slow
+def test_two_shards_in_sequence_equal_the_unsharded_run(tmp_path):
+    cells = planner.expand(dev_selection_suite(tmp_path), ["vit_ti16"], ["finetune"], weights="none")
+    ctx = RunContext(cache_dir=tmp_path / "cache", eval_batch_size=64)
+
+    def metrics(folder):
+        from vitbench import results
+
+        return {r["key"]: (r["metrics"], r["details"].get("lr_selection")) for r in results.load_records(folder)}
+
+    planner.execute(planner.plan(cells, tmp_path / "whole").todo, tmp_path / "whole", ctx)
+    shards = [planner.plan(cells, tmp_path / "sharded", shard=(i, 2)) for i in (1, 2)]
+    assert all(s.todo for s in shards)  # both shards have work (one final cell each, with its selections)
+    for i in (1, 2):
+        planner.execute(planner.plan(cells, tmp_path / "sharded", shard=(i, 2)).todo, tmp_path / "sharded", ctx)
+    whole, sharded = metrics(tmp_path / "whole"), metrics(tmp_path / "sharded")
+    assert len(whole) == 6 and whole == sharded

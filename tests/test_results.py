@@ -84,3 +84,23 @@ def test_output_dir_under_a_file_is_not_writable(tmp_path):
 def test_load_records_on_missing_folder(tmp_path):
     with pytest.raises(VitbenchError, match="does not exist"):
         results.load_records(tmp_path / "nope")
+
+
+def test_resume_check_by_listing_counts_only_valid_records_also_with_its_index(tmp_path):
+    cells = [make_cell(seed=s) for s in range(4)]
+    for cell in cells[:3]:
+        rec = results.make_record(cell, CellResult(metrics={"top1": 0.5}), 0.1, "cpu")
+        path = results.write_record(tmp_path, cell, rec)
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns - 10**10))  # settled: indexed
+    assert results.done_keys(tmp_path, cells) == {c.key for c in cells[:3]}
+    folder = results.record_dir(tmp_path, cells[0])
+    assert (folder / results.RESUME_INDEX).is_file()
+    assert [r["key"] for r in results.load_records(tmp_path)].count(cells[0].key) == 1  # the index is not a record
+    victim = results.record_path(tmp_path, cells[1])
+    victim.write_text(victim.read_text()[:100])  # truncated after it was indexed: rewritten, so read again
+    other = results.record_path(tmp_path, cells[2])
+    other.write_text(other.read_text().replace(cells[2].key, cells[3].key))  # same size, wrong key
+    assert results.done_keys(tmp_path, cells) == {cells[0].key}
+    (folder / results.RESUME_INDEX).write_text("{not json")  # a broken index is ignored
+    assert results.done_keys(tmp_path, cells) == {cells[0].key}
+    assert results.done_keys(tmp_path / "nowhere", cells) == set()

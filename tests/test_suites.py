@@ -36,7 +36,7 @@ def test_smoke_suite_loads_with_defaults():
 def test_user_suite_file_and_parameter_layers(tmp_path):
     s = load_suite(str(write(tmp_path, GOOD)))
     p = planner.method_params(s, "fewshot", {"seeds": [4]})
-    assert p["shots"] == [1, 5] and p["seeds"] == [4] and p["l2"] == 1024.0  # default < suite < override
+    assert p.shots == [1, 5] and p.seeds == [4] and p.l2 == 1024.0  # default < suite < override
 
 
 @pytest.mark.parametrize(

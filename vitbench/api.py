@@ -25,10 +25,10 @@ from vitbench.errors import VitbenchError
 class Preprocess:
     """Input preprocessing; None fields come from the model (its own config) or the suite's protocol.
 
-    `size`: input resolution (both methods). `mean`/`std`: normalisation after scaling to [0, 1].
-    `resize` (few-shot eval: "squash_crop" = big_vision's default, "squash", "resize_crop"), `crop_pct` and
-    `interpolation` ("bilinear", "bicubic", ...) override the suite's few-shot settings; `interpolation` also the
-    fine-tuning eval resize.
+    `size`: input resolution (every method). `mean`/`std`: normalisation after scaling to [0, 1].
+    `resize` (frozen-feature eval: "squash_crop" = big_vision's few-shot default, "squash", "resize_crop"),
+    `crop_pct` and `interpolation` ("bilinear", "bicubic", ...) override the suite's settings for each method
+    that has them (`vitbench ls methods`).
     """
 
     size: int | None = None
@@ -101,15 +101,21 @@ def _device(name: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _overrides(prep: Preprocess, extra: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
-    fewshot = {"img_size": prep.size, "resize": prep.resize, "interpolation": prep.interpolation,
+def _overrides(methods: list[str], prep: Preprocess,
+               extra: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    """Per-method overrides: the preprocessing fields each method has, then the caller's `overrides`."""
+    from vitbench.methods import get_method
+
+    options = {"img_size": prep.size, "resize": prep.resize, "interpolation": prep.interpolation,
                "crop_pct": prep.crop_pct}
-    finetune = {"img_size": prep.size, "interpolation": prep.interpolation}
-    out = {"fewshot": fewshot, "finetune": finetune}
-    for method, values in (extra or {}).items():
-        if method not in out:
-            raise VitbenchError(f"overrides: unknown method {method!r}; use 'fewshot' or 'finetune'")
-        out[method] = {**out[method], **dict(values)}
+    out = {}
+    for name in methods:
+        fields = set(get_method(name).Params.field_names())
+        out[name] = {k: v for k, v in options.items() if k in fields and v is not None}
+    for name, values in (extra or {}).items():
+        get_method(name)  # an unknown method name is an error; a known one that is not run is ignored
+        if name in out:
+            out[name] = {**out[name], **dict(values)}
     return out
 
 
@@ -145,8 +151,9 @@ def evaluate(
     pre-logits) or `forward(x)`, [B, D]; [B, N, D] tokens need `pooling` ("cls" or "mean"). `name` is the model
     name in records (required for a module; for a spec it aliases it). `preprocess`: a `Preprocess` or dict
     (size, mean, std, resize, interpolation, crop_pct); unset fields come from the model (a module: its
-    `data_config` or timm `pretrained_cfg`) and the suite. `weights`: "default" (the model's own), "none" or a
-    file, for specs. `overrides`: method parameters, e.g. {"fewshot": {"shots": [5]}, "finetune": {"steps": 50}}.
+    `data_config` or timm `pretrained_cfg`) and the suite. `methods`: "all" (the suite's methods), a name, or a
+    list of names (`vitbench ls methods`). `weights`: "default" (the model's own), "none" or a file, for specs.
+    `overrides`: method parameters, e.g. {"fewshot": {"shots": [5]}, "finetune": {"steps": 50}}.
     Returns a pandas DataFrame (`vitbench.results.records_frame`: one row per cell, metrics as columns, the raw
     record in column "record"); `frame.attrs["report"]` holds the report paths when `report` is true.
     """
@@ -157,7 +164,7 @@ def evaluate(
     from vitbench.suites import load_suite
 
     the_suite = load_suite(str(suite))
-    wanted = ["fewshot", "finetune"] if methods == "all" else ([methods] if isinstance(methods, str) else list(methods))
+    wanted = planner.resolve_methods(the_suite, methods if isinstance(methods, str) else ",".join(methods))
     prep = Preprocess.coerce(preprocess)
     norm = prep.normalization()
     entry = None
@@ -184,7 +191,7 @@ def evaluate(
         _clear_model_memo()
         try:
             cells = planner.expand(the_suite, [model_name], wanted, weights=weights,
-                                   tasks=list(tasks) if tasks else None, overrides=_overrides(prep, overrides),
+                                   tasks=list(tasks) if tasks else None, overrides=_overrides(wanted, prep, overrides),
                                    pos_interp=the_suite.defaults.get("pos_interp", "bilinear"))
             the_plan = planner.plan(cells, out_dir, force=force)
             if the_plan.todo:

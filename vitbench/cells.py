@@ -1,6 +1,6 @@
 """Cells: the unit of work (task x model x method x params x seed), what a runner gets and returns.
 
-The planner (`vitbench/planner.py`) expands a suite into `Cell`s; a runner (`vitbench/runners/*.py`)
+The planner (`vitbench/planner.py`) expands a suite into `Cell`s; a method (`vitbench/methods/*.py`)
 turns one `Cell` plus a `RunContext` into a `CellResult`; the results store (`vitbench/results.py`)
 writes it as one JSON record keyed by `cell_key`. Exercised by every `vitbench run`.
 """
@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +50,31 @@ class Cell:
             "pos_interp": self.pos_interp,
         }
 
-    @property
+    @cached_property
     def key(self) -> str:
-        return cell_key(self.key_payload())
+        """The record key, computed once per cell (a cell and its params are never modified).
+
+        Equal to `cell_key(self.key_payload())`; the task's canonical JSON is computed once per task and
+        spliced in, since it is the bulk of the payload and shared by many cells.
+        """
+        payload = {**self.key_payload(), "task": _TASK_SLOT}
+        text = canonical_json(payload).replace(_TASK_SLOT_JSON, _task_json(self.task), 1)
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     @property
     def label(self) -> str:
         """Short human name, e.g. `smoke/digits vit_ti16 fewshot shots=5 seed=0`."""
-        shown = " ".join(f"{k}={v}" for k, v in self.params.items() if k in ("shots", "steps", "lr", "stage") and v is not None)
+        shown = " ".join(f"{k}={v}" for k, v in self.shown_params().items())
         return f"{self.suite}/{self.task.name} {self.model} {self.method} {shown} seed={self.seed}".replace("  ", " ")
+
+
+    def shown_params(self) -> dict[str, Any]:
+        """The parameters its method names for labels and plan tables (`Method.label_params`), when set."""
+        from vitbench.methods import find_method
+
+        method = find_method(self.method)
+        names = method.label_params if method is not None else ()
+        return {k: self.params[k] for k in names if self.params.get(k) is not None}
 
 
 def canonical_json(obj: Any) -> str:
@@ -66,6 +83,18 @@ def canonical_json(obj: Any) -> str:
 
 def cell_key(payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:20]
+
+
+_TASK_SLOT = "\x00task\x00"  # cannot occur in a canonical JSON text (a raw NUL is always escaped)
+_TASK_SLOT_JSON = json.dumps(_TASK_SLOT)
+_TASK_JSON: dict[int, tuple[TaskSpec, str]] = {}
+
+
+def _task_json(task: TaskSpec) -> str:
+    hit = _TASK_JSON.get(id(task))
+    if hit is None or hit[0] is not task:
+        hit = _TASK_JSON[id(task)] = (task, canonical_json(task.to_dict()))
+    return hit[1]
 
 
 ProgressFn = Callable[[str, int, int], None]

@@ -38,7 +38,8 @@ WeightsOpt = Annotated[Optional[str], typer.Option("--weights", "-w", help="'def
 TasksOpt = Annotated[Optional[str], typer.Option("--tasks", "-t", help="Comma-separated subset of the suite's tasks.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Results folder (one JSON record per cell).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Recompute cells that already have a record.")]
-DryOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan (cells to run / skip) and exit.")]
+DryOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan (cells to run / skip per task and method) and exit.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="With --dry-run: also list every cell with its key.")]
 ShardOpt = Annotated[Optional[str], typer.Option("--shard", help="Run only shard i of n ('i/n'), e.g. one per GPU or machine.")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="torch device; default cuda when available, else cpu.")]
 DataRootOpt = Annotated[Optional[Path], typer.Option("--data-root", help="Prepared-data folder (see `vitbench data prepare`).")]
@@ -84,7 +85,7 @@ def _execute(
     suite_name: str,
     model: str | None,
     weights: str | None,
-    methods: list[str],
+    methods: str | None,
     tasks: str | None,
     out_dir: Path,
     force: bool,
@@ -93,11 +94,12 @@ def _execute(
     device: str | None,
     data_root: Path | None,
     cache_dir: Path | None,
-    overrides: dict[str, dict[str, Any]],
+    options: dict[str, Any],
     report: bool,
     pos_interp: str | None = None,
     skip_corrupt: bool = False,
     default_model: str = "vit_b16",
+    verbose: bool = False,
 ) -> None:
     from vitbench import planner, results
     from vitbench.cells import RunContext
@@ -106,7 +108,8 @@ def _execute(
     suite = load_suite(suite_name)
     models = _csv(model) or [suite.defaults.get("model", default_model)]
     weights = weights or suite.defaults.get("weights", "default")
-    methods = [m for m in methods if m in suite.defaults.get("methods", methods)] or methods
+    methods = planner.resolve_methods(suite, methods)
+    overrides = planner.route_overrides(methods, options)
     pos_interp = pos_interp or suite.defaults.get("pos_interp", "bilinear")
     cells = planner.expand(suite, models, methods, weights=weights, tasks=_csv(tasks), overrides=overrides, pos_interp=pos_interp)
     the_plan = planner.plan(cells, out_dir, force=force, shard=planner.parse_shard(shard))
@@ -115,7 +118,7 @@ def _execute(
         f"({len(the_plan.todo)} to run, {len(the_plan.done)} already done) -> {out_dir}"
     )
     if dry_run:
-        print_plan(the_plan)
+        print_plan(the_plan, verbose=verbose)
         return
     if the_plan.todo:
         results.ensure_writable(out_dir)
@@ -139,15 +142,6 @@ def _execute(
                   f"`vitbench report {out_dir}` covers the whole folder)")
 
 
-def _fewshot_overrides(shots, seeds, l2, l2_select, precision, img_size) -> dict[str, Any]:
-    return {
-        "shots": _int_list(shots, "shots", 1),
-        "seeds": _int_list(seeds, "seeds", 0),
-        "l2": _positive(l2, "l2"),
-        "l2_select": l2_select,
-        "precision": precision,
-        "img_size": img_size,
-    }
 
 
 def _positive(value: float | None, name: str) -> float | None:
@@ -161,7 +155,7 @@ def run(
     suite: SuiteOpt = None,
     model: ModelOpt = None,
     weights: WeightsOpt = None,
-    method: Annotated[str, typer.Option("--method", help="fewshot, finetune or all.")] = "all",
+    method: Annotated[str, typer.Option("--method", help="A method (see `vitbench ls methods`), a comma list, or all (the suite's defaults.methods).")] = "all",
     tasks: TasksOpt = None,
     out_dir: OutOpt = DEFAULT_OUT,
     force: ForceOpt = False,
@@ -178,16 +172,13 @@ def run(
     lr: Annotated[Optional[float], typer.Option("--lr", help="Fine-tuning base learning rate.")] = None,
     report: ReportOpt = True,
     pos_interp: PosInterpOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Run a suite: every task x model x method x params x seed; finished cells are skipped (resume)."""
-    if method not in ("fewshot", "finetune", "all"):
-        raise VitbenchError(f"--method must be fewshot, finetune or all, got {method!r}")
-    methods = ["fewshot", "finetune"] if method == "all" else [method]
-    overrides = {
-        "fewshot": _fewshot_overrides(shots, seeds, None, None, None, img_size),
-        "finetune": {"steps": _pos_int(steps, "steps"), "lr": _positive(lr, "lr"), "seeds": _int_list(seeds, "seeds", 0), "img_size": img_size},
-    }
-    _execute(_suite_or_fail(suite), model, weights, methods, tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, overrides, report, pos_interp, skip_corrupt)
+    options = {"shots": _int_list(shots, "shots", 1), "seeds": _int_list(seeds, "seeds", 0), "img_size": img_size,
+               "steps": _pos_int(steps, "steps"), "lr": _positive(lr, "lr")}
+    _execute(_suite_or_fail(suite), model, weights, method, tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir,
+             options, report, pos_interp, skip_corrupt, verbose=verbose)
 
 
 def _pos_int(value: int | None, name: str) -> int | None:
@@ -226,10 +217,13 @@ def fewshot(
     img_size: ImgOpt = None,
     pos_interp: PosInterpOpt = None,
     report: ReportOpt = True,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Few-shot linear evaluation: closed-form ridge on frozen pre-logits to {-1,1}^K targets (big_vision)."""
-    overrides = {"fewshot": _fewshot_overrides(shots, seeds, l2, l2_select, precision, img_size)}
-    _execute(suite, model, weights, ["fewshot"], tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, overrides, report, pos_interp, skip_corrupt)
+    options = {"shots": _int_list(shots, "shots", 1), "seeds": _int_list(seeds, "seeds", 0), "l2": _positive(l2, "l2"),
+               "l2_select": l2_select, "precision": precision, "img_size": img_size}
+    _execute(suite, model, weights, "fewshot", tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, options,
+             report, pos_interp, skip_corrupt, verbose=verbose)
 
 
 @app.command()
@@ -255,16 +249,16 @@ def finetune(
     img_size: ImgOpt = None,
     pos_interp: PosInterpOpt = None,
     report: ReportOpt = True,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Full fine-tuning with a new zero-initialised head (paper recipe: SGD 0.9, cosine, clip 1)."""
-    overrides = {
-        "finetune": {
-            "steps": _pos_int(steps, "steps"), "lr": _positive(lr, "lr"), "batch_size": _pos_int(batch_size, "batch-size"),
-            "micro_batch": _pos_int(micro_batch, "micro-batch"), "warmup_steps": warmup_steps,
-            "seeds": _int_list(seeds, "seeds", 0), "img_size": img_size,
-        }
+    options = {
+        "steps": _pos_int(steps, "steps"), "lr": _positive(lr, "lr"), "batch_size": _pos_int(batch_size, "batch-size"),
+        "micro_batch": _pos_int(micro_batch, "micro-batch"), "warmup_steps": warmup_steps,
+        "seeds": _int_list(seeds, "seeds", 0), "img_size": img_size,
     }
-    _execute(suite, model, weights, ["finetune"], tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, overrides, report, pos_interp, skip_corrupt)
+    _execute(suite, model, weights, "finetune", tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, options,
+             report, pos_interp, skip_corrupt, verbose=verbose)
 
 
 @app.command()
@@ -289,10 +283,10 @@ def report(
 
 @app.command("ls")
 def ls(
-    what: Annotated[str, typer.Argument(help="suites | tasks | models")],
+    what: Annotated[str, typer.Argument(help="suites | tasks | models | methods")],
     suite: SuiteOpt = None,
 ) -> None:
-    """List suites, the tasks of a suite (or all suites), or the model registry."""
+    """List suites, the tasks of a suite (or all suites), the model registry, or the methods and their parameters."""
     from vitbench.suites import available_suites, load_suite
 
     if what == "suites":
@@ -327,8 +321,12 @@ def ls(
         print_frame(shown.where(shown.notna(), ""),
                      title="models (`name` or `name.tag`; also timm:<name>, torchvision:<name>, hf:<repo>, "
                            "open_clip:<arch>/<tag>, timm:hf-hub:<repo>, --weights PATH)")
+    elif what == "methods":
+        from vitbench.commands.console import print_methods
+
+        print_methods()
     else:
-        raise VitbenchError(f"`vitbench ls {what}`: choose suites, tasks or models")
+        raise VitbenchError(f"`vitbench ls {what}`: choose suites, tasks, models or methods")
 
 
 @app.command()
@@ -343,7 +341,9 @@ def validate(suite: Annotated[str, typer.Argument(help="Suite name or path to a 
             planner.resolve_weights_id(str(s.defaults["model"]), str(s.defaults.get("weights", "default")))
         except VitbenchError as exc:
             raise VitbenchError(f"{s.path}: field 'defaults.model': {exc}") from None
-    for method in ("fewshot", "finetune"):
+    from vitbench.methods import method_names
+
+    for method in method_names():  # every table is checked, also of methods `all` does not run
         planner.method_params(s, method)
         for task in s.tasks:
             planner.method_params(s, method, task=task)

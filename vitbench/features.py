@@ -14,6 +14,7 @@ eval preprocessing for both (fewshot_and_paper.md §1.3); so do we (`torch.infer
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -240,6 +241,85 @@ def extract_features(model, split, prep, ctx: RunContext, *, split_name: str = "
     """Float32 [len(split), model.num_features] pre-logits of `split` (memory-mapped from the cache)."""
     return load_or_extract(model, split, prep, ctx, split_name=split_name, model_name=model_name,
                            task_name=task_name).array
+
+
+# ------------------------------------------------------------------------------- features of one cell
+@functools.lru_cache(maxsize=1)
+def memo_model(name: str, weights: str, img_size: int | None, pos_interp: str = "bilinear"):
+    """The backbone, kept across consecutive cells of one sweep (they share a model).
+
+    Random init (`weights="none"`) is drawn under a fixed torch seed, so a rerun gets the same weights hash
+    and reuses its cached features; the global RNG state is left untouched.
+    """
+    from vitbench import models
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return models.create(name, weights=weights, img_size=img_size, pos_interp=pos_interp)
+
+
+@functools.lru_cache(maxsize=4)
+def memo_split(task, split_name: str, data_root, skip_corrupt: bool):
+    from vitbench.data import load_split
+
+    return load_split(task, split_name, data_root=data_root, skip_corrupt=skip_corrupt)
+
+
+def clear_memo() -> None:
+    """Forget the model and splits kept between cells (tests; or after the data on disk changed)."""
+    memo_model.cache_clear()
+    memo_split.cache_clear()
+
+
+@dataclass
+class CellFeatures:
+    """A cell's frozen backbone, its eval preprocessing, and per split name: (split, cached features)."""
+
+    model: Any
+    prep: Any
+    splits: dict[str, tuple[Any, Features]]
+
+    def provenance(self, roles: dict[str, str]) -> dict[str, Any]:
+        """Record provenance; `roles` names the splits by role, e.g. {"train": "train800val200", "test": "test"}
+        (the report reads the `train` / `test` entries for lossy or incomplete data)."""
+        return {"weights": dict(self.model.weights_info), "preprocessing": self.prep.to_dict(),
+                **{role: self.splits[name][0].provenance for role, name in roles.items()},
+                "feature_cache": {role: self.splits[name][1].provenance() for role, name in roles.items()}}
+
+
+def cell_features(cell, ctx: RunContext, split_names: list[str], *, resize: str, interpolation: str,
+                  crop_pct: float) -> CellFeatures:
+    """Cached features of `cell.model` on the named splits of `cell.task`, eval preprocessing, no augmentation.
+
+    Methods on frozen features (few-shot, kNN, linear probe) share this cache when their preprocessing agrees.
+    """
+    import dataclasses
+
+    from vitbench.data.transforms import preprocessing_for
+
+    model = memo_model(cell.model, cell.weights, cell.img_size, cell.pos_interp)
+    prep = preprocessing_for(model.data_config, size=cell.img_size, resize=resize, interpolation=interpolation,
+                             crop_pct=crop_pct)
+    prep = dataclasses.replace(prep, train_crop="none", hflip=False)  # frozen features: no augmentation
+    out: dict[str, tuple[Any, Features]] = {}
+    for name in dict.fromkeys(split_names):
+        split = memo_split(cell.task, name, ctx.data_root, ctx.skip_corrupt)
+        out[name] = (split, load_or_extract(model, split, prep, ctx, split_name=name, model_name=cell.model,
+                                            task_name=cell.task.name))
+    return CellFeatures(model, prep, out)
+
+
+def classification_metrics(predictions: np.ndarray, split, metric: str) -> dict[str, float]:
+    """top-1 accuracy over the whole split, plus ReaL accuracy when the task asks for it or the split has label sets."""
+    out = {"top1": float((np.asarray(predictions) == split.labels).mean()) if len(predictions) else float("nan")}
+    real_sets = getattr(split, "real_labels", None)
+    if real_sets is not None:
+        from vitbench.data.real import real_accuracy
+
+        out["real"] = float(real_accuracy(predictions, real_sets))
+    if metric == "real" and "real" not in out:
+        out["real"] = float("nan")
+    return out
 
 
 # ----------------------------------------------------------------------------------------- cache listing

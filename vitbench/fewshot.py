@@ -27,14 +27,10 @@ import numpy as np
 import torch
 
 from vitbench.errors import VitbenchError
+from vitbench.methods.fewshot import DEFAULT_L2, DEFAULT_L2_GRID, L2_SELECT_MODES  # noqa: F401 - defaults live there
 
 BIAS_CONSTANT = 100.0  # big_vision BIAS_CONSTANT (fewshot_and_paper.md §1.3)
 STD_EPS = 1e-5  # added to the population std (fewshot_and_paper.md §1.3)
-DEFAULT_SHOTS = (1, 5, 10, 25)  # big_vision common_fewshot.py
-DEFAULT_SEEDS = (0, 1, 2)  # num_seeds=3
-DEFAULT_L2 = 2.0**10  # l2_reg = 1024
-DEFAULT_L2_GRID = tuple(2.0**e for e in range(-10, 20))  # 2^-10 .. 2^19, 30 values (scenic / UB configs)
-L2_SELECT_MODES = ("fixed", "mean-rank", "leave-self-out", "cv")
 PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
 # Scores buffer per prediction chunk: rows * len(l2_regs) * num_classes stays below this many elements
 # (CPU: small enough to stay in cache, measured 8% faster than 4x larger; accelerators: large launches).

@@ -1,16 +1,15 @@
-"""Fine-tuning protocol math: the learning-rate schedule and the recipe record.
+"""Fine-tuning protocol math: the learning-rate schedule and gradient accumulation.
 
 The paper fine-tunes with SGD (momentum 0.9, no weight decay), global-norm gradient clipping at 1, batch
 512, linear warm-up then cosine decay to zero (Table 4, §B.1.1; vit_jax `utils.create_learning_rate_schedule`,
 see ../shared/reference/finetune_and_weights.md §1.2). Pure functions, tested directly; the training loop
-that uses them is `vitbench/runners/finetune.py` (`vitbench finetune`, `vitbench run --method finetune`).
+that uses them is `vitbench/runners/finetune.py`, the defaults are `vitbench/methods/finetune.py`
+(`vitbench finetune`, `vitbench run --method finetune`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any
 
 from vitbench.errors import VitbenchError
 
@@ -46,27 +45,3 @@ def accumulation_steps(batch_size: int, micro_batch: int | None) -> tuple[int, i
         raise VitbenchError(f"micro_batch must be >= 1, got {micro_batch}")
     size = max(d for d in range(1, micro_batch + 1) if batch_size % d == 0)
     return size, batch_size // size
-
-
-@dataclass(frozen=True)
-class FinetuneRecipe:
-    """Every setting of one fine-tuning run (written into the record)."""
-
-    steps: int
-    lr: float
-    batch_size: int
-    warmup_steps: int
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    train_crop: str = "inception"
-    hflip: bool = True
-    micro_batch: int | None = None
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> FinetuneRecipe:
-        fields = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in params.items() if k in fields})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)

@@ -1,17 +1,16 @@
-"""Planner: expand a suite into cells, skip finished ones (resume), and execute the rest.
+"""Planner: expand a suite into cells, order them after the cells they depend on, skip finished ones (resume), run.
 
-Parameters resolve in three layers: the protocol defaults below (the paper / big_vision), then the suite
-file's `[defaults]`, `[fewshot]` and `[finetune]` tables, then command-line overrides. Exercised by
-`vitbench run`, `vitbench fewshot` and `vitbench finetune` (`--dry-run` prints the plan, `--shard i/n` runs
-a slice of it, so several machines or GPUs can share one results folder).
+Parameters resolve through each method (`vitbench/methods/`): the method's defaults, then the suite file's
+`[<method>]` table, then the task's own table, then command-line overrides. Exercised by `vitbench run`,
+`vitbench fewshot` and `vitbench finetune` (`--dry-run` prints the plan, `--shard i/n` runs a slice of it,
+so several machines or GPUs can share one results folder; a cell and the cells it depends on, such as
+dev-split selection runs, always share a shard).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,53 +18,11 @@ from typing import Any
 from vitbench import results
 from vitbench.cells import Cell, CellResult, RunContext
 from vitbench.errors import VitbenchError
-from vitbench.suites import METHODS, Suite, TaskSpec
+from vitbench.methods import get_method
+from vitbench.methods.base import MethodParams
+from vitbench.suites import Suite, TaskSpec
 
-# big_vision `get_fewshot_lsr` defaults (fewshot_and_paper.md §1.3); grid 2^-10..2^19 as scenic/vmoe (§1.4).
-FEWSHOT_DEFAULTS: dict[str, Any] = {
-    "shots": [1, 5, 10, 25],
-    "seeds": [0, 1, 2],
-    "l2": 2.0**10,
-    "l2_select": "fixed",
-    "l2_grid": [2.0**e for e in range(-10, 20)],
-    "precision": "float64",
-    "cv_folds": 5,
-    "img_size": None,
-    # big_vision's few-shot preprocessing: resize both sides to 256 (bilinear, aspect not kept), central crop 224
-    # (fewshot_and_paper.md §1.3); at other sizes the same ratio, size / 0.875.
-    "resize": "squash_crop",
-    "crop_pct": 0.875,
-    "interpolation": "bilinear",
-}
-# The paper's VTAB recipe (Table 4, §B.1.1; finetune_and_weights.md §1.1, §1.5): SGD momentum 0.9, batch 512,
-# cosine decay, no weight decay, global-norm clipping at 1, 384 px, inception crop + flip.
-FINETUNE_DEFAULTS: dict[str, Any] = {
-    "steps": 2500,
-    "lr": 0.01,
-    "batch_size": 512,
-    "warmup_steps": 500,  # vit_jax configs/common.py default; the paper states none for VTAB (§1.2, §1.5)
-    "momentum": 0.9,
-    "weight_decay": 0.0,
-    "grad_clip": 1.0,
-    "train_crop": "inception",
-    "hflip": True,
-    "seeds": [0],
-    "img_size": 384,
-    "micro_batch": None,
-    # eval: straight (squash) resize of the whole image, bilinear, as vit_jax's input pipeline (§1.2)
-    "interpolation": "bilinear",
-    "dropout": 0.0,  # AugReg practice and vit_jax B/16 (§1.2); L/16 and H/14 configs used 0.1: set it per suite
-    # Learning-rate selection over an `lr` grid (paper §B.1.1): "none" runs every lr on the training split;
-    # "dev" trains each lr on `select_train_split`, scores `select_eval_split`, then retrains the best lr on the
-    # task's training split and scores its test split (one final cell).
-    "lr_select": "none",
-    "select_train_split": "",
-    "select_eval_split": "",
-}
 POS_INTERP = ("bilinear", "bicubic")  # bilinear align-corners = Google's resize; bicubic = timm / torchvision
-L2_SELECT_MODES = ("fixed", "mean-rank", "leave-self-out", "cv")
-# Parameters that do not change the number (execution details) stay out of the cell key.
-NOT_IN_KEY = {"seeds", "img_size", "micro_batch"}
 
 
 @dataclass
@@ -75,91 +32,41 @@ class Plan:
     todo: list[Cell] = field(default_factory=list)
 
 
-def _merge(*layers: dict[str, Any] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for layer in layers:
-        for k, v in (layer or {}).items():
-            if v is not None:
-                out[k] = v
+def method_params(suite: Suite, method: str, overrides: Mapping[str, Any] | None = None, task: TaskSpec | None = None) -> MethodParams:
+    """Resolved, validated parameters of `method` (defaults < suite table < the task's own table < overrides)."""
+    return get_method(method).resolve(suite, task, overrides)
+
+
+def resolve_methods(suite: Suite, text: str | None) -> list[str]:
+    """`all` (or nothing) -> the suite's methods (`defaults.methods`); else a comma list of registered names."""
+    if not text or text.strip() == "all":
+        return suite.methods
+    names = list(dict.fromkeys(x.strip() for x in text.split(",") if x.strip()))
+    for name in names:
+        get_method(name)
+    if not names:
+        raise VitbenchError(f"--method needs a method name, a comma list of them, or 'all'; got {text!r}")
+    return names
+
+
+def route_overrides(methods: list[str], options: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Command-line parameter options -> per-method overrides, each method getting the fields it has.
+
+    An option that none of `methods` takes is an error (e.g. `--shots` with `--method knn`).
+    """
+    given = {k: v for k, v in options.items() if v is not None}
+    out: dict[str, dict[str, Any]] = {}
+    taken: set[str] = set()
+    for name in methods:
+        fields = set(get_method(name).Params.field_names())
+        out[name] = {k: v for k, v in given.items() if k in fields}
+        taken |= set(out[name])
+    unused = [k for k in given if k not in taken]
+    if unused:
+        flags = ", ".join("--" + k.replace("_", "-") for k in unused)
+        raise VitbenchError(f"{flags}: not a parameter of the selected method(s) {', '.join(methods)}; "
+                            "see `vitbench ls methods` for which method takes which parameter")
     return out
-
-
-def method_params(suite: Suite, method: str, overrides: dict[str, Any] | None = None, task: TaskSpec | None = None) -> dict[str, Any]:
-    """Resolved parameters of `method` (defaults < suite table < the task's own table < overrides), validated."""
-    base = FEWSHOT_DEFAULTS if method == "fewshot" else FINETUNE_DEFAULTS
-    table = suite.fewshot if method == "fewshot" else suite.finetune
-    task_table = (task.fewshot if method == "fewshot" else task.finetune) if task is not None else {}
-    _check_fields(table, base, f"{suite.path}: [{method}]")
-    if task is not None:
-        _check_fields(task_table, base, f"{suite.path}: task {task.name!r} field '{method}'")
-    img = {"img_size": suite.defaults.get("img_size")}
-    from_files = _merge(base, img, table, task_table)
-    _validate(from_files, method, f"{suite.path}" + (f": task {task.name!r}" if task else ""))
-    params = _merge(from_files, overrides)
-    if overrides and any(v is not None for v in overrides.values()):
-        _validate(params, method, "command-line options")
-    return params
-
-
-def _check_fields(table: dict[str, Any], valid: dict[str, Any], where: str) -> None:
-    unknown = sorted(set(table) - set(valid))
-    if unknown:
-        raise VitbenchError(f"{where}: unknown field(s) {unknown}; valid: {sorted(valid)}")
-
-
-def _as_list(value: Any) -> list:
-    """A list of the values, duplicates dropped (first occurrence kept): `--shots 1,1` is one cell."""
-    values = list(value) if isinstance(value, (list, tuple)) else [value]
-    return list(dict.fromkeys(values))
-
-
-def _validate(params: dict[str, Any], method: str, where: str) -> None:
-    seeds = _as_list(params["seeds"])
-    if not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
-        raise VitbenchError(f"{where}: seeds must be non-negative integers, got {params['seeds']!r}")
-    if params.get("img_size") is not None and (not isinstance(params["img_size"], int) or params["img_size"] < 8):
-        raise VitbenchError(f"{where}: img_size must be an integer >= 8, got {params['img_size']!r}")
-    if method == "fewshot":
-        shots = _as_list(params["shots"])
-        if not shots or any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in shots):
-            raise VitbenchError(f"{where}: shots must be positive integers like 1,5,10,25, got {params['shots']!r}")
-        if params["l2_select"] not in L2_SELECT_MODES:
-            raise VitbenchError(f"{where}: l2_select must be one of {list(L2_SELECT_MODES)}, got {params['l2_select']!r}")
-        if not (isinstance(params["l2"], (int, float)) and params["l2"] > 0 and math.isfinite(params["l2"])):
-            raise VitbenchError(f"{where}: l2 must be a positive number, got {params['l2']!r}")
-        _check_preprocessing(params, where)
-        if params["precision"] not in ("float64", "float32", "mixed"):
-            raise VitbenchError(f"{where}: precision must be float64, mixed (float64 solve, float32 prediction) or float32, got {params['precision']!r}")
-    else:
-        for name in ("steps", "batch_size"):
-            if not isinstance(params[name], int) or isinstance(params[name], bool) or params[name] < 1:
-                raise VitbenchError(f"{where}: finetune {name} must be a positive integer, got {params[name]!r}")
-        lrs = _as_list(params["lr"])
-        if not lrs or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in lrs):
-            raise VitbenchError(f"{where}: finetune lr must be a positive number or a list of them (a grid), got {params['lr']!r}")
-        _check_preprocessing({**params, "resize": "squash", "crop_pct": 1.0}, where)
-        if not (isinstance(params["dropout"], (int, float)) and 0.0 <= params["dropout"] < 1.0):
-            raise VitbenchError(f"{where}: finetune dropout must be in [0, 1), got {params['dropout']!r}")
-        if params["lr_select"] not in ("none", "dev"):
-            raise VitbenchError(f"{where}: finetune lr_select must be 'none' or 'dev', got {params['lr_select']!r}")
-        if params["train_crop"] not in ("inception", "none") or not isinstance(params["hflip"], bool):
-            raise VitbenchError(f"{where}: finetune train_crop must be 'inception' or 'none' and hflip true/false")
-        if not isinstance(params["warmup_steps"], int) or not 0 <= params["warmup_steps"] < params["steps"]:
-            raise VitbenchError(
-                f"{where}: finetune warmup_steps must be in [0, steps) (got {params['warmup_steps']!r} with steps={params['steps']}); "
-                "with warmup == steps the cosine schedule divides by zero"
-            )
-
-
-def _check_preprocessing(params: dict[str, Any], where: str) -> None:
-    from vitbench.data.transforms import PIL_INTERPOLATION, RESIZE_MODES
-
-    if params["resize"] not in RESIZE_MODES:
-        raise VitbenchError(f"{where}: resize must be one of {list(RESIZE_MODES)}, got {params['resize']!r}")
-    if params["interpolation"] not in PIL_INTERPOLATION:
-        raise VitbenchError(f"{where}: interpolation must be one of {sorted(PIL_INTERPOLATION)}, got {params['interpolation']!r}")
-    if not (isinstance(params["crop_pct"], (int, float)) and 0.1 <= params["crop_pct"] <= 1.0):
-        raise VitbenchError(f"{where}: crop_pct must be in [0.1, 1], got {params['crop_pct']!r}")
 
 
 def resolve_weights_id(model: str, weights: str) -> str:
@@ -175,83 +82,70 @@ def expand(
     *,
     weights: str = "default",
     tasks: list[str] | None = None,
-    overrides: dict[str, dict[str, Any]] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
     pos_interp: str = "bilinear",
 ) -> list[Cell]:
     """Cells for task x model x method x params x seed, in a stable order."""
     overrides = overrides or {}
     if pos_interp not in POS_INTERP:
         raise VitbenchError(f"position-embedding interpolation must be one of {list(POS_INTERP)}, got {pos_interp!r}")
-    methods = list(methods)
-    for m in methods:
-        if m not in METHODS:
-            raise VitbenchError(f"unknown method {m!r}; use one of {list(METHODS)} or 'all'")
+    chosen = [get_method(m) for m in methods]
     selected = suite.select(tasks)
     cells: list[Cell] = []
     for model in models:
         weights_id = resolve_weights_id(model, weights)
-        for method in methods:
+        for method in chosen:
             for task in selected:
-                params = method_params(suite, method, overrides.get(method), task)
-                if method == "finetune" and params["lr_select"] == "dev":
-                    _check_dev_splits(params, task, suite.path)
-                for variant in _variants(method, params):
-                    for seed in _as_list(params["seeds"]):
-                        cells.append(
-                            Cell(
-                                suite=suite.name, task=task, model=model, weights=weights, method=method,
-                                params=variant, seed=seed, img_size=params.get("img_size"), weights_id=weights_id,
-                                pos_interp=pos_interp,
-                            )
-                        )
+                params = method.resolve(suite, task, overrides.get(method.name))
+                img_size = getattr(params, "img_size", None)
+                for variant in method.expand(params):
+                    for seed in method.seeds(params):
+                        cells.append(Cell(
+                            suite=suite.name, task=task, model=model, weights=weights, method=method.name,
+                            params=variant, seed=seed, img_size=img_size, weights_id=weights_id, pos_interp=pos_interp,
+                        ))
     return cells
 
 
-def _check_dev_splits(params: dict[str, Any], task: TaskSpec, where: str) -> None:
-    for role in ("select_train_split", "select_eval_split"):
-        if params[role] not in task.splits:
-            raise VitbenchError(
-                f"{where}: task {task.name!r}: lr_select = 'dev' needs finetune.{role} naming one of its splits "
-                f"{sorted(task.splits)}, got {params[role]!r}"
-            )
+def dependencies(cell: Cell) -> list[Cell]:
+    """The cells whose records `cell` needs (its method's `dependencies`)."""
+    return get_method(cell.method).dependencies(cell)
 
 
-def selection_cells(final: Cell) -> list[Cell]:
-    """The dev-split cells whose scores choose the learning rate of a `stage = "final"` fine-tuning cell."""
-    base = {k: v for k, v in final.params.items() if k not in ("lr_grid", "stage")}
-    return [dataclasses.replace(final, params={**base, "lr": lr, "stage": "select"}) for lr in final.params["lr_grid"]]
+def ordered(cells: list[Cell]) -> tuple[list[Cell], dict[str, str]]:
+    """(`cells` plus any missing dependencies, each after what it depends on; key -> group key).
 
+    A group is a set of cells linked by dependencies, keyed by the cell that depends on the others (e.g. a
+    final fine-tuning cell); a cell without dependencies is its own group (and shards as it always did).
+    """
+    parent: dict[str, str] = {}
 
-def choose_lr(final: Cell, out_dir: Path) -> tuple[float, dict[str, float]]:
-    """The grid lr with the best dev-split score (ties: the smaller lr), from the selection cells' records."""
-    scores: dict[str, float] = {}
-    for cell in selection_cells(final):
-        rec = results.read_record(results.record_path(out_dir, cell))
-        if rec is None:
-            raise VitbenchError(
-                f"{final.label}: the dev-split run for lr={cell.params['lr']:g} has no record in {out_dir}; "
-                "run the whole plan (not a --shard of it) so selection runs finish before the final run"
-            )
-        metric = final.task.metric
-        scores[repr(cell.params["lr"])] = float(rec["metrics"].get(metric, rec["metrics"]["top1"]))
-    best = max(sorted(scores, key=float), key=lambda k: scores[k])
-    return float(best), scores
+    def root(k: str) -> str:
+        while parent.setdefault(k, k) != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
 
+    out: list[Cell] = []
+    seen: set[str] = set()
 
-def _variants(method: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    """One parameter set per cell: few-shot over shots, fine-tuning over a learning-rate grid."""
-    key_params = {k: v for k, v in params.items() if k not in NOT_IN_KEY}
-    if method == "fewshot":
-        variants = [{**key_params, "shots": s} for s in _as_list(params["shots"])]
-        if params["l2_select"] == "fixed":
-            for v in variants:
-                v["l2_grid"] = []  # only the fixed value is solved; recorded as such
-        return variants
-    lrs = [float(lr) for lr in _as_list(params["lr"])]
-    if params["lr_select"] == "dev" and len(lrs) > 1:
-        selection = [{**key_params, "lr": lr, "stage": "select"} for lr in lrs]
-        return selection + [{**key_params, "lr": None, "lr_grid": lrs, "stage": "final"}]
-    return [{**key_params, "lr": lr} for lr in lrs]
+    def visit(cell: Cell, path: tuple[str, ...]) -> None:
+        if cell.key in path:
+            raise VitbenchError(f"{cell.label}: its method declares a dependency cycle")
+        if cell.key in seen:
+            return
+        deps = dependencies(cell)
+        for dep in deps:
+            visit(dep, path + (cell.key,))
+            a, b = root(cell.key), root(dep.key)
+            if a != b:
+                parent[b] = a  # the group is keyed by the cell that depends (e.g. the final fine-tuning cell)
+        seen.add(cell.key)
+        out.append(cell)
+
+    for cell in cells:
+        visit(cell, ())
+    return out, {c.key: root(c.key) for c in out}
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -268,27 +162,27 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 
 def plan(cells: list[Cell], out_dir: Path, *, force: bool = False, shard: tuple[int, int] | None = None) -> Plan:
-    """Split `cells` into done (a valid record exists) and todo; `shard` keeps every n-th cell by key."""
+    """Order `cells` after their dependencies and split them into done (a valid record exists) and todo.
+
+    `shard` = (i, n) keeps every n-th group of cells by group key: a cell and its dependencies stay together.
+    """
+    cells, group = ordered(cells)
     if shard:
         i, n = shard
-        cells = [c for c in cells if int(c.key, 16) % n == i - 1]
+        cells = [c for c in cells if int(group[c.key], 16) % n == i - 1]
     p = Plan(cells=cells)
+    done = set() if force else results.done_keys(out_dir, cells)
     for c in cells:
-        (p.todo if force or not results.is_done(out_dir, c) else p.done).append(c)
+        (p.done if c.key in done else p.todo).append(c)
     return p
 
 
-Runner = Callable[[Cell, RunContext], CellResult]
+Runner = Callable[[Cell, RunContext, list], CellResult]
 
 
 def runner_for(method: str) -> Runner:
-    if method == "fewshot":
-        from vitbench.runners.fewshot import run_cell
-    elif method == "finetune":
-        from vitbench.runners.finetune import run_cell
-    else:
-        raise VitbenchError(f"unknown method {method!r}")
-    return run_cell
+    """`run_cell(cell, ctx, deps)` of the registered method `method`."""
+    return get_method(method).run_cell
 
 
 def execute(
@@ -299,20 +193,25 @@ def execute(
     on_start: Callable[[Cell, int, int], None] | None = None,
     on_done: Callable[[Cell, dict[str, Any], Path], None] | None = None,
 ) -> list[tuple[Cell, dict[str, Any], Path]]:
-    """Run each cell and write its record as soon as it finishes (so an interruption loses one cell at most)."""
+    """Run each cell and write its record as soon as it finishes (so an interruption loses one cell at most).
+
+    `todo` is in plan order, so the records a cell depends on are on disk before it runs.
+    """
     written = []
     for i, cell in enumerate(todo):
         if on_start:
             on_start(cell, i, len(todo))
+        deps = []
+        for dep in dependencies(cell):
+            rec = results.read_record(results.record_path(out_dir, dep))
+            if rec is None or rec.get("key") != dep.key:
+                raise VitbenchError(
+                    f"{cell.label}: the record of {dep.label} it depends on is missing in {out_dir}; "
+                    "it belongs to the same plan and shard, so rerun the same command"
+                )
+            deps.append(rec)
         t0 = time.perf_counter()
-        if cell.params.get("stage") == "final":  # retrain the lr chosen on the dev split
-            lr, scores = choose_lr(cell, out_dir)
-            result = runner_for(cell.method)(dataclasses.replace(cell, params={**cell.params, "lr": lr}), ctx)
-            result.details["lr_selection"] = {"chosen_lr": lr, "dev_scores": scores,
-                                              "train_split": cell.params["select_train_split"],
-                                              "eval_split": cell.params["select_eval_split"]}
-        else:
-            result = runner_for(cell.method)(cell, ctx)
+        result = runner_for(cell.method)(cell, ctx, deps)
         record = results.make_record(cell, result, time.perf_counter() - t0, ctx.device)
         path = results.write_record(out_dir, cell, record)
         written.append((cell, record, path))

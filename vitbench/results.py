@@ -14,6 +14,7 @@ import os
 import platform
 import subprocess
 import tempfile
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,12 @@ SCHEMA_VERSION = 1
 REQUIRED_FIELDS = ("schema_version", "key", "metrics", "cell")
 
 
+def record_dir(out_dir: Path, cell: Cell) -> Path:
+    return Path(out_dir) / _safe(cell.suite) / _safe(cell.task.name) / cell.method
+
+
 def record_path(out_dir: Path, cell: Cell) -> Path:
-    return Path(out_dir) / _safe(cell.suite) / _safe(cell.task.name) / cell.method / f"{cell.key}.json"
+    return record_dir(out_dir, cell) / f"{cell.key}.json"
 
 
 def _safe(name: str) -> str:
@@ -89,6 +94,82 @@ def read_record(path: Path) -> dict[str, Any] | None:
 def is_done(out_dir: Path, cell: Cell) -> bool:
     rec = read_record(record_path(out_dir, cell))
     return rec is not None and rec.get("key") == cell.key
+
+
+RESUME_INDEX = ".resume-index"  # per record folder: name -> [size, mtime_ns] of records found valid (a cache)
+
+
+def done_keys(out_dir: Path, cells: list[Cell]) -> set[str]:
+    """Keys of `cells` that have a valid record (as `is_done`), fast enough for 100,000 cells.
+
+    One listing per record folder; a listed record is read and checked (parsable, required fields, matching
+    key) unless the folder's resume index says a file of the same size and modification time (ns) was
+    found valid before: any rewrite of a record changes its mtime, so it is read again. The index is only
+    a cache (rebuilt when missing or unreadable, never required) and written atomically.
+    """
+    folders: dict[tuple[str, str, str], list[Cell]] = {}
+    for c in cells:
+        folders.setdefault((c.suite, c.task.name, c.method), []).append(c)
+    done: set[str] = set()
+    for cs in folders.values():
+        folder = str(record_dir(out_dir, cs[0]))
+        try:
+            names = set(os.listdir(folder))
+        except OSError:  # no folder yet: nothing of it is done
+            continue
+        index = _read_index(folder) if RESUME_INDEX in names else {}
+        fresh: dict[str, list[int]] = {}
+        settled = time.time_ns() - 2_000_000_000  # younger files are not indexed: a same-tick rewrite keeps mtime
+        for c in cs:
+            name = f"{c.key}.json"
+            if name not in names:
+                continue
+            path = os.path.join(folder, name)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            stamp = [st.st_size, st.st_mtime_ns]
+            if index.get(name) == stamp or _valid_record_file(path, c.key):
+                done.add(c.key)
+                if st.st_mtime_ns < settled:
+                    fresh[name] = stamp
+        if fresh and any(index.get(k) != v for k, v in fresh.items()):
+            _write_index(folder, {**index, **fresh})
+    return done
+
+
+def _read_index(folder: str) -> dict[str, list[int]]:
+    try:
+        with open(os.path.join(folder, RESUME_INDEX), "rb") as f:
+            index = json.loads(f.read())
+        return index if isinstance(index, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_index(folder: str, index: dict[str, list[int]]) -> None:
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=RESUME_INDEX + ".tmp-", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(index, f, separators=(",", ":"))
+        os.replace(tmp, os.path.join(folder, RESUME_INDEX))
+    except OSError:  # a read-only results folder: the next check reads the records again
+        try:
+            os.unlink(tmp)
+        except (OSError, UnboundLocalError):
+            pass
+
+
+def _valid_record_file(path: str, key: str) -> bool:
+    """`read_record(path)` is a record of `key` (plain os calls: this runs once per cell of a 100k plan)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        rec = json.loads(data)
+    except (OSError, ValueError):
+        return False
+    return isinstance(rec, dict) and rec.get("key") == key and all(k in rec for k in REQUIRED_FIELDS)
 
 
 @lru_cache(maxsize=1)
@@ -183,9 +264,9 @@ def records_frame(records: list[dict[str, Any]]):
     rows = []
     for rec in records:
         row = {k: rec.get(k) for k in ("suite", "task", "group", "model", "weights_id", "random_init", "method", "seed", "key", "wall_time_s", "timestamp")}
-        params = rec.get("params") or {}
-        for k in ("shots", "l2", "l2_select", "steps", "lr", "batch_size"):
-            row[k] = params.get(k)
+        for k, v in (rec.get("params") or {}).items():  # scalar parameters as columns (shots, lr, k, ...)
+            if k not in row and (v is None or isinstance(v, (str, int, float, bool))):
+                row[k] = v
         for k, v in (rec.get("metrics") or {}).items():
             row[k] = v
         row["record"] = rec

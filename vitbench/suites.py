@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from vitbench.errors import VitbenchError, unknown_name
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
-METHODS = ("fewshot", "finetune")
+# Protocol-1 cell keys hold these per-task method tables as fields of the task, even when empty; other
+# methods' per-task tables join the task's key only when set (so adding a method changes no existing key).
+KEYED_TASK_TABLES = ("fewshot", "finetune")
 METRICS = ("top1", "real")
 SOURCE_KINDS = (
     "digits", "hf", "wds", "vtab1k_folder", "torchvision", "imagefolder", "parquet", "disk", "prepared",
@@ -52,24 +55,45 @@ class TaskSpec:
     val_split: str = ""
     description: str = ""
     options: dict[str, Any] = field(default_factory=dict, hash=False)
-    fewshot: dict[str, Any] = field(default_factory=dict, hash=False)  # per-task method parameters, over the suite's
-    finetune: dict[str, Any] = field(default_factory=dict, hash=False)
+    # per-task method parameters, over the suite's: method name -> table (e.g. {"finetune": {"lr": 0.03}})
+    method_tables: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
+
+    def method_table(self, method: str) -> dict[str, Any]:
+        return self.method_tables.get(method, {})
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The task as it enters the cell key; computed once (callers must not modify it)."""
+        return self._key_dict
+
+    @cached_property
+    def _key_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        tables = out.pop("method_tables")
+        out.update({m: tables.get(m, {}) for m in KEYED_TASK_TABLES})
+        out.update({m: t for m, t in tables.items() if t and m not in out})
+        return out
 
 
 @dataclass(frozen=True)
 class Suite:
-    """A named list of tasks with per-method defaults (`defaults`, `fewshot`, `finetune` tables)."""
+    """A named list of tasks with `defaults` and one parameter table per method (`[fewshot]`, `[knn]`, ...)."""
 
     name: str
     path: str
     tasks: tuple[TaskSpec, ...]
     description: str = ""
     defaults: dict[str, Any] = field(default_factory=dict, hash=False)
-    fewshot: dict[str, Any] = field(default_factory=dict, hash=False)
-    finetune: dict[str, Any] = field(default_factory=dict, hash=False)
+    method_tables: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
+
+    def method_table(self, method: str) -> dict[str, Any]:
+        return self.method_tables.get(method, {})
+
+    @property
+    def methods(self) -> list[str]:
+        """The methods `--method all` runs: `defaults.methods`, else every registered method."""
+        from vitbench.methods import method_names
+
+        return list(self.defaults.get("methods") or method_names())
 
     def task(self, name: str) -> TaskSpec:
         for t in self.tasks:
@@ -166,8 +190,14 @@ def _parse_source(raw: Any, where: str) -> SourceSpec:
 
 TASK_FIELDS = {
     "name", "num_classes", "source", "sources", "splits", "group", "metric", "label_transform",
-    "train_split", "test_split", "val_split", "description", "options", "fewshot", "finetune",
-}
+    "train_split", "test_split", "val_split", "description", "options",
+}  # plus one optional table per registered method
+
+
+def _method_names() -> list[str]:
+    from vitbench.methods import method_names
+
+    return method_names()
 
 
 def _parse_task(raw: Any, where_file: str, index: int) -> TaskSpec:
@@ -176,9 +206,10 @@ def _parse_task(raw: Any, where_file: str, index: int) -> TaskSpec:
     name = raw.get("name")
     where = f"{where_file}: task {name!r}" if isinstance(name, str) else f"{where_file}: tasks[{index}]"
     name = _typed(raw, "name", str, where, required=True)
-    unknown = sorted(set(raw) - TASK_FIELDS)
+    methods = _method_names()
+    unknown = sorted(set(raw) - TASK_FIELDS - set(methods))
     if unknown:
-        raise _fail(where, f"unknown field(s) {unknown}; valid fields are {sorted(TASK_FIELDS)}")
+        raise _fail(where, f"unknown field(s) {unknown}; valid fields are {sorted(TASK_FIELDS | set(methods))}")
     num_classes = _typed(raw, "num_classes", int, where, required=True)
     if num_classes < 2:
         raise _fail(where, f"field 'num_classes' must be >= 2, got {num_classes}")
@@ -222,8 +253,7 @@ def _parse_task(raw: Any, where_file: str, index: int) -> TaskSpec:
         val_split=val_split,
         description=_typed(raw, "description", str, where, default=""),
         options=dict(_typed(raw, "options", dict, where, default={})),
-        fewshot=dict(_typed(raw, "fewshot", dict, where, default={})),
-        finetune=dict(_typed(raw, "finetune", dict, where, default={})),
+        method_tables={m: dict(raw[m]) for m in methods if _typed(raw, m, dict, where) is not None},
     )
 
 
@@ -245,7 +275,8 @@ def _check_label_transform(name: str, where: str) -> None:
 
 def parse_suite(raw: dict[str, Any], path: str, default_name: str = "suite") -> Suite:
     """Validate a parsed TOML document into a `Suite`; errors name the file, task and field."""
-    known = {"name", "description", "defaults", "fewshot", "finetune", "tasks"}
+    methods = _method_names()
+    known = {"name", "description", "defaults", "tasks", *methods}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise _fail(path, f"unknown top-level field(s) {unknown}; valid: {sorted(known)}")
@@ -257,16 +288,16 @@ def parse_suite(raw: dict[str, Any], path: str, default_name: str = "suite") -> 
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise _fail(path, f"task names must be unique; repeated: {dupes}")
-    tables = {}
-    for key in ("defaults", "fewshot", "finetune"):
-        tables[key] = dict(_typed(raw, key, dict, path, default={}))
-    methods = tables["defaults"].get("methods", list(METHODS))
-    if not isinstance(methods, list) or any(m not in METHODS for m in methods):
-        raise _fail(path, f"field 'defaults.methods' must be a list drawn from {list(METHODS)}, got {methods!r}")
+    defaults = dict(_typed(raw, "defaults", dict, path, default={}))
+    tables = {m: dict(raw[m]) for m in methods if _typed(raw, m, dict, path) is not None}
+    chosen = defaults.get("methods", methods)
+    if not isinstance(chosen, list) or not chosen or any(m not in methods for m in chosen):
+        raise _fail(path, f"field 'defaults.methods' must be a list drawn from {methods}, got {chosen!r}")
     return Suite(
         name=_typed(raw, "name", str, path, default=default_name),
         path=path,
         tasks=tasks,
         description=_typed(raw, "description", str, path, default=""),
-        **tables,
+        defaults=defaults,
+        method_tables=tables,
     )

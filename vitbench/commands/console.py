@@ -23,11 +23,16 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 def print_summary(records: list[dict[str, Any]], name: str) -> None:
     from vitbench.report import summary_table
 
-    fewshot = [r for r in records if r.get("method") == "fewshot"]
-    if fewshot:
-        from vitbench.runners.fewshot import fewshot_table, summarize_fewshot
+    from vitbench.methods import METHODS, method_names
 
-        print_frame(fewshot_table(summarize_fewshot(fewshot)), title=f"{name}: few-shot accuracy (%), mean ± std over seeds")
+    by_method: dict[str, list] = {}
+    for r in records:
+        by_method.setdefault(r.get("method"), []).append(r)
+    for method in method_names():  # each method's own table (e.g. few-shot: tasks x shots), registry order
+        if by_method.get(method):
+            table = METHODS[method].summary_table(by_method[method])
+            if table is not None and len(table):
+                print_frame(table, title=f"{name}: {METHODS[method].table_title or method}")
     print_frame(summary_table(records), title=f"{name}: results (mean ± std over seeds)")
 
 
@@ -65,15 +70,53 @@ def run_with_progress(todo, out_dir: Path, ctx) -> list:
         return planner.execute(todo, out_dir, ctx, on_start=on_start, on_done=on_done)
 
 
-def print_plan(the_plan) -> None:
+def print_plan(the_plan, verbose: bool = False) -> None:
+    """Cells to run / skip per (task, method) and model count; every cell with its key only when `verbose`."""
+    done = {c.key for c in the_plan.done}
+    counts: dict[tuple[str, str], list] = {}
+    for c in the_plan.cells:
+        row = counts.setdefault((c.task.name, c.method), [0, 0, set()])
+        row[1 if c.key in done else 0] += 1
+        row[2].add(c.model)
+    table = Table(title="plan (cells per task and method)")
+    for col in ("task", "method", "models", "to run", "done (skip)"):
+        table.add_column(col)
+    for (task, method), (run, skip, models) in counts.items():
+        table.add_row(Text(task), method, str(len(models)), str(run), str(skip))
+    out.print(table)
+    if not verbose:
+        out.print("(--verbose lists every cell with its key)")
+        return
     table = Table(title="plan")
     for col in ("status", "task", "model", "method", "params", "seed", "key"):
         table.add_column(col)
-    done = {c.key for c in the_plan.done}
     for c in the_plan.cells:
-        shown = ", ".join(f"{k}={v}" for k, v in c.params.items() if k in ("shots", "l2", "l2_select", "steps", "lr", "lr_grid", "stage", "batch_size") and v is not None)
+        shown = ", ".join(f"{k}={v}" for k, v in c.shown_params().items())
         table.add_row("skip" if c.key in done else "run", c.task.name, c.model, c.method, shown, str(c.seed), c.key)
     out.print(table)
+
+
+def print_methods() -> None:
+    """`vitbench ls methods`: every registered method, what it does, its parameters and their defaults."""
+    from vitbench.methods import METHODS, method_names
+
+    table = Table(title="methods (suite table [<method>], per-task field <method> = { ... })")
+    for col in ("method", "description", "parameters (defaults)"):
+        table.add_column(col)
+    for name in method_names():
+        method = METHODS[name]
+        params = "\n".join(f"{k} = {_default_text(v)}" for k, v in method.describe())
+        table.add_row(name, Text(method.summary), Text(params))
+    out.print(table)
+
+
+def _default_text(value: Any) -> str:
+    if value is None:
+        return "none"
+    if not isinstance(value, (list, tuple)):
+        return cell_text(value)
+    shown = ", ".join(cell_text(v) for v in value[:6])
+    return f"[{shown}, ...] ({len(value)} values)" if len(value) > 6 else f"[{shown}]"
 
 
 def print_frame(frame, title: str) -> None:

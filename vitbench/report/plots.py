@@ -17,8 +17,9 @@ import pandas as pd  # noqa: E402
 
 
 def data_requirement_plot(agg: pd.DataFrame, path: Path) -> Path | None:
-    """Few-shot accuracy against shots per class (log x), one line per model and panel per task, seed std bars."""
-    fs = agg[(agg["method"] == "fewshot") & agg["shots"].notna()]
+    """Accuracy against shots per class (log x) of every method with a `shots` parameter (few-shot), one line per
+    model and panel per task, seed std bars."""
+    fs = agg[agg["shots"].notna()]
     if fs.empty or fs["shots"].nunique() < 2:
         return None
     tasks = list(dict.fromkeys(fs["task"]))
@@ -50,8 +51,8 @@ def data_requirement_plot(agg: pd.DataFrame, path: Path) -> Path | None:
 
 
 def loss_curve_plot(records: list[dict[str, Any]], path: Path) -> Path | None:
-    """Training loss against step for every fine-tuning record."""
-    runs = [r for r in records if r.get("method") == "finetune" and (r.get("details") or {}).get("loss_curve")]
+    """Training loss against step for every record that holds a loss curve (fine-tuning)."""
+    runs = [r for r in records if (r.get("details") or {}).get("loss_curve")]
     if not runs:
         return None
     fig, ax = plt.subplots(figsize=(6, 3.5))

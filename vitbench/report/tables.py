@@ -12,28 +12,18 @@ from typing import Any
 
 import pandas as pd
 
+from vitbench.methods import find_method
+from vitbench.methods.base import recorded_values
+
 REFERENCE_CSV = Path(__file__).resolve().parent / "reference" / "paper.csv"
 VTAB_GROUPS = ("natural", "specialized", "structured")
 COMPARISON_COLUMNS = ["task", "model", "pretrain", "setting", "ours (%)", "paper (%)", "delta", "source"]
 
 
 def setting_of(rec: dict[str, Any]) -> str:
-    """A short label of the method parameters that define a comparable column, e.g. '5-shot'."""
-    p = rec.get("params") or {}
-    if rec.get("method") == "fewshot":
-        sel = p.get("l2_select", "fixed")
-        tail = f", l2={p.get('l2'):g}" if sel == "fixed" and p.get("l2") is not None else f", l2 {sel}"
-        return f"{p.get('shots')}-shot{tail}"
-    if rec.get("method") == "finetune":
-        base = f"{p.get('steps')} steps, batch {p.get('batch_size')}"
-        if p.get("stage") == "select":
-            return f"{base}, lr {p.get('lr'):g} (dev: {p.get('select_train_split')} -> {p.get('select_eval_split')})"
-        if p.get("stage") == "final":
-            chosen = ((rec.get("details") or {}).get("lr_selection") or {}).get("chosen_lr")
-            grid = ", ".join(f"{v:g}" for v in p.get("lr_grid") or [])
-            return f"{base}, lr {chosen:g} chosen on dev from [{grid}]" if chosen is not None else f"{base}, lr from [{grid}]"
-        return f"{base}, lr {p.get('lr'):g}"
-    return ""
+    """A short label of the method parameters that define a comparable column, e.g. '5-shot' (from the method)."""
+    method = find_method(rec.get("method"))
+    return method.setting(rec) if method is not None else ""
 
 
 def _pretrain(rec: dict[str, Any]) -> str:
@@ -43,16 +33,20 @@ def _pretrain(rec: dict[str, Any]) -> str:
     return str(weights.get("pretrained_data") or "")
 
 
-def l2_choice_across_tasks(records: list[dict[str, Any]]) -> dict:
-    """(model, weights_id, task, shots) -> l2 for few-shot records run with l2_select mean-rank / leave-self-out."""
-    modes = {(r.get("params") or {}).get("l2_select") for r in records if r.get("method") == "fewshot"}
-    if not modes & {"mean-rank", "leave-self-out"}:
-        return {}
-    from vitbench.runners.fewshot import summarize_fewshot
+def record_values(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Record key -> {'value': headline number as a fraction, plus method extras such as 'chosen_l2'}.
 
-    chosen = summarize_fewshot(records)
-    chosen = chosen[chosen["l2_select"].isin(["mean-rank", "leave-self-out"])]
-    return {(r.model, r.weights_id, r.task, int(r.shots)): float(r.l2) for r in chosen.itertuples()}
+    Each method reads its own records (`Method.values`), so selection that spans records (few-shot l2
+    chosen across tasks) is applied by the method that owns it.
+    """
+    by_method: dict[Any, list] = {}
+    for rec in records:
+        by_method.setdefault(rec.get("method"), []).append(rec)
+    out: dict[str, dict[str, Any]] = {}
+    for name, recs in by_method.items():
+        method = find_method(name)  # None: a method this version does not know; its metric as recorded
+        out.update(method.values(recs) if method is not None else recorded_values(recs))
+    return out
 
 
 def config_id(rec: dict[str, Any]) -> str:
@@ -64,46 +58,32 @@ def config_id(rec: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(cell).encode()).hexdigest()[:8]
 
 
-def tidy(records: list[dict[str, Any]], l2_choice: dict | None = None) -> pd.DataFrame:
-    """One row per record: identity columns plus `value` = the task's metric in percent.
+def tidy(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per record: identity columns plus `value` = the method's headline number in percent.
 
-    `l2_choice` maps (model, weights_id, task, shots) -> l2 for few-shot records whose l2 is chosen across
-    tasks (mean-rank / leave-self-out); the accuracy at that l2 is read from the record's per-l2 row. By
-    default it is computed from `records` themselves.
+    The value comes from the record's method (`record_values`): the task's metric, or for few-shot l2
+    chosen across tasks (mean-rank / leave-self-out) the accuracy at the chosen l2 (column `chosen_l2`).
     """
-    if l2_choice is None:
-        l2_choice = l2_choice_across_tasks(records)
+    values = record_values(records)
     rows = []
     for rec in records:
         metric = ((rec.get("cell") or {}).get("task") or {}).get("metric", "top1")
-        metrics = rec.get("metrics") or {}
-        value = metrics.get(metric, metrics.get("top1"))
-        chosen = None
-        if l2_choice and rec.get("method") == "fewshot" and (rec.get("params") or {}).get("l2_select") in ("mean-rank", "leave-self-out"):
-            key = (rec.get("model"), rec.get("weights_id"), rec.get("task"), int((rec.get("params") or {}).get("shots")))
-            chosen = l2_choice.get(key)
-            per_l2 = (rec.get("details") or {}).get("acc_per_l2") or {}
-            if chosen is not None:
-                value = _lookup_l2(per_l2, chosen, value)
+        extra = dict(values.get(rec.get("key")) or {})
+        value = extra.pop("value", None)
+        method = find_method(rec.get("method"))
         rows.append({
             "suite": rec.get("suite"), "task": rec.get("task"), "group": rec.get("group") or "",
             "model": rec.get("model"), "weights_id": rec.get("weights_id"), "pretrain": _pretrain(rec),
             "method": rec.get("method"), "setting": setting_of(rec), "shots": (rec.get("params") or {}).get("shots"),
             "metric": metric, "seed": rec.get("seed"), "value": None if value is None else 100.0 * float(value),
-            "chosen_l2": chosen, "unbalanced": bool((rec.get("details") or {}).get("unbalanced")),
+            "chosen_l2": extra.pop("chosen_l2", None), "unbalanced": bool((rec.get("details") or {}).get("unbalanced")),
             "config": config_id(rec), "key": rec.get("key"),
+            "ref_method": method.paper_method(rec) if method is not None else rec.get("method"), **extra,
         })
     return pd.DataFrame(rows)
 
 
-def _lookup_l2(per_l2: dict, l2: float, default):
-    for k, v in per_l2.items():
-        if abs(float(k) - float(l2)) <= 1e-9 * max(1.0, abs(float(l2))):
-            return v
-    return default
-
-
-ID_COLS = ["suite", "task", "group", "model", "weights_id", "pretrain", "method", "setting", "shots", "metric", "config"]
+ID_COLS = ["suite", "task", "group", "model", "weights_id", "pretrain", "method", "setting", "shots", "metric", "config", "ref_method"]
 
 
 def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
@@ -162,10 +142,8 @@ def vtab_means(agg: pd.DataFrame) -> pd.DataFrame:
 
 def _paper_vtab_mean(model: str, pretrain: str, method: str) -> float | None:
     """The paper's Table 2 VTAB (19 tasks) number for this model and pre-training data, if it has one."""
-    if method != "finetune":
-        return None
     ref = load_reference()
-    hit = ref[(ref["task"] == "vtab_mean") & (ref["model"] == model) & (ref["pretrain"] == pretrain)]
+    hit = ref[(ref["task"] == "vtab_mean") & (ref["model"] == model) & (ref["pretrain"] == pretrain) & (ref["method"] == method)]
     return float(hit["value"].iloc[0]) if len(hit) else None
 
 
@@ -178,8 +156,7 @@ def paper_comparison(agg: pd.DataFrame, reference: pd.DataFrame | None = None) -
     ref = load_reference() if reference is None else reference
     if agg.empty:
         return pd.DataFrame(columns=COMPARISON_COLUMNS)
-    ours = agg.copy()
-    ours["ref_method"] = [m if m != "fewshot" else f"fewshot:{int(s)}" for m, s in zip(ours["method"], ours["shots"].fillna(0))]
+    ours = agg.copy()  # `ref_method`: the paper.csv method each record compares with (from its method)
     merged = ours.merge(
         ref, left_on=["model", "pretrain", "task", "ref_method", "metric"],
         right_on=["model", "pretrain", "task", "method", "metric"], suffixes=("", "_paper"),

@@ -1,9 +1,8 @@
-"""Few-shot cell runner and the cross-record summary (tasks x shots, mean ± std over seeds).
+"""Few-shot cell runner: one (task, model, shots, seed) on cached frozen features.
 
-`run_cell(cell, ctx)` evaluates one (task, model, shots, seed): cached frozen features of the task's whole
-train and test splits, the seed's n-shot subset, one LSR factorisation solved for every l2 value, accuracy
-per l2. `summarize_fewshot(records)` applies the l2 selection that needs several tasks (`mean-rank`,
-`leave-self-out`) and aggregates over seeds; `fewshot_table(summary)` formats it for printing.
+`run_cell(cell, ctx)` evaluates one cell: cached frozen features of the task's whole train and test
+splits, the seed's n-shot subset, one LSR factorisation solved for every l2 value, accuracy per l2. The
+parameters, their defaults and the l2 selection across tasks live in `vitbench/methods/fewshot.py`.
 Exercised by `vitbench fewshot` and `vitbench run --method fewshot`.
 """
 
@@ -11,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import functools
 import time
 import warnings
 from typing import Any
@@ -20,7 +18,7 @@ import numpy as np
 
 from vitbench import fewshot as fs
 from vitbench.cells import Cell, CellResult, RunContext
-from vitbench.features import load_or_extract
+from vitbench.features import clear_memo, load_or_extract, memo_model, memo_split
 
 
 # `precision` -> (factorisation dtype, prediction-GEMM dtype). "mixed" is the fast setting measured in
@@ -34,33 +32,7 @@ def l2_key(l2: float) -> str:
     return repr(float(l2))
 
 
-@functools.lru_cache(maxsize=1)
-def _model(name: str, weights: str, img_size: int | None, pos_interp: str = "bilinear"):
-    """The backbone, kept across consecutive cells of one sweep (they share a model).
-
-    Random init (`weights="none"`) is drawn under a fixed torch seed, so a rerun gets the same weights hash
-    and reuses its cached features; the global RNG state is left untouched.
-    """
-    import torch
-
-    from vitbench import models
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return models.create(name, weights=weights, img_size=img_size, pos_interp=pos_interp)
-
-
-@functools.lru_cache(maxsize=4)
-def _split(task, split_name: str, data_root, skip_corrupt: bool):
-    from vitbench.data import load_split
-
-    return load_split(task, split_name, data_root=data_root, skip_corrupt=skip_corrupt)
-
-
-def clear_memo() -> None:
-    """Forget the model and splits kept between cells (tests; or after the data on disk changed)."""
-    _model.cache_clear()
-    _split.cache_clear()
+_model, _split, clear_memo = memo_model, memo_split, clear_memo  # shared with the other frozen-feature methods
 
 
 def _metric_per_l2(task, test, predictions: np.ndarray) -> tuple[str, np.ndarray, np.ndarray]:
@@ -80,20 +52,18 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
 
     p = cell.params
     shots = int(p["shots"])
-    fixed_l2 = float(p.get("l2", fs.DEFAULT_L2))
-    mode = fs.check_l2_select(p.get("l2_select", "fixed"))
-    precision = p.get("precision", "float64")
-    grid = [float(v) for v in (p.get("l2_grid") or [])]
-    if mode != "fixed" and not grid:
-        grid = list(fs.DEFAULT_L2_GRID)
+    fixed_l2 = float(p["l2"])
+    mode = fs.check_l2_select(p["l2_select"])
+    precision = p["precision"]
+    grid = [float(v) for v in p["l2_grid"]]  # empty for l2_select = fixed: only the fixed value is solved
     l2_values = sorted(set(grid) | {fixed_l2})
     task = cell.task
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
     model = _model(cell.model, cell.weights, cell.img_size, cell.pos_interp)
-    prep = preprocessing_for(model.data_config, size=cell.img_size, resize=p.get("resize", "squash_crop"),
-                             interpolation=p.get("interpolation", "bilinear"), crop_pct=p.get("crop_pct", 0.875))
+    prep = preprocessing_for(model.data_config, size=cell.img_size, resize=p["resize"],
+                             interpolation=p["interpolation"], crop_pct=p["crop_pct"])
     prep = dataclasses.replace(prep, train_crop="none", hflip=False)  # frozen features: no augmentation
     train = _split(task, task.train_split, ctx.data_root, ctx.skip_corrupt)
     test = _split(task, task.test_split, ctx.data_root, ctx.skip_corrupt)
@@ -117,7 +87,7 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
 
     details: dict[str, Any] = {}
     if mode == "cv":
-        folds = int(p.get("cv_folds", 5))
+        folds = int(p["cv_folds"])
         cv_acc = fs.cv_accuracy_per_l2(x, y, l2_values, k, folds=folds, precision=solve_dtype, device=ctx.device)
         chosen: float | None = fs.best_l2(dict(zip(l2_values, cv_acc.tolist())), prefer=fixed_l2)
         details["cv_acc_per_l2"] = {l2_key(v): float(a) for v, a in zip(l2_values, cv_acc)}
@@ -127,7 +97,7 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
     elif mode == "fixed":
         chosen = fixed_l2
     else:
-        chosen = None  # chosen across the suite's tasks by summarize_fewshot; top1 below is at the fixed l2
+        chosen = None  # chosen across the suite's tasks by vitbench.methods.fewshot; top1 below is at the fixed l2
     at = l2_values.index(chosen if chosen is not None else fixed_l2)
     metrics = {"top1": float(top1[at])}
     if metric == "real":
@@ -159,99 +129,3 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
         "sampling": {"rng": "numpy.random.default_rng", "seed": cell.seed, "shots": shots, "nested": True},
     }
     return CellResult(metrics=metrics, details=details, provenance=provenance)
-
-
-# ------------------------------------------------------------------------------------------- summarising
-def _flat_rows(records) -> list[dict[str, Any]]:
-    if hasattr(records, "columns"):  # results.records_frame(...) keeps the raw record in column "record"
-        records = list(records["record"]) if "record" in records.columns else records.to_dict("records")
-    rows = []
-    for rec in records:
-        if rec.get("method") != "fewshot":
-            continue
-        d, prm = rec.get("details") or {}, rec.get("params") or {}
-        rows.append({
-            "model": rec.get("model"), "weights_id": rec.get("weights_id"), "task": rec.get("task"),
-            "shots": int(prm.get("shots")), "seed": rec.get("seed"), "l2_select": d.get("l2_select", prm.get("l2_select", "fixed")),
-            "metric": d.get("metric", "top1"), "fixed_l2": float(prm.get("l2", fs.DEFAULT_L2)),
-            "acc_per_l2": {float(k): float(v) for k, v in (d.get("acc_per_l2") or {}).items()},
-            "chosen_l2": d.get("chosen_l2"), "value": (rec.get("metrics") or {}).get(d.get("metric", "top1")),
-        })
-    return rows
-
-
-def summarize_fewshot(records) -> "pd.DataFrame":  # noqa: F821
-    """Few-shot records -> one row per (model, weights_id, l2_select, task, shots): mean and std over seeds.
-
-    `records`: a list of record dicts or `vitbench.results.records_frame(...)`. For `mean-rank` the l2 is
-    chosen per (model, shots) from the seed-averaged per-l2 accuracies of all tasks present;
-    `leave-self-out` chooses per task from the other tasks; `fixed` and `cv` use each record's own choice.
-    Columns: model, weights_id, l2_select, task, shots, metric, mean, std (sample std, 0 for one seed),
-    n_seeds, l2 (the chosen value, or 'cv' when it varies by seed). Accuracies are fractions.
-    """
-    import pandas as pd
-
-    rows = _flat_rows(records)
-    cols = ["model", "weights_id", "l2_select", "task", "shots", "metric", "mean", "std", "n_seeds", "l2"]
-    if not rows:
-        return pd.DataFrame(columns=cols)
-    frame = pd.DataFrame(rows)
-    out = []
-    for (model, wid, mode, shots), grp in frame.groupby(["model", "weights_id", "l2_select", "shots"], sort=True, dropna=False):
-        chosen: dict[str, float] = {}
-        if mode in ("mean-rank", "leave-self-out"):
-            table = {
-                task: pd.DataFrame(list(g["acc_per_l2"])).mean(axis=0).to_dict() for task, g in grp.groupby("task")
-            }
-            prefer = float(grp["fixed_l2"].iloc[0])
-            if mode == "mean-rank":
-                best = fs.select_l2_mean_rank(table, prefer=prefer)
-                chosen = {task: best for task in table}
-            elif len(table) >= 2:
-                chosen = fs.select_l2_leave_self_out(table, prefer=prefer)
-            else:  # no other task to choose from: a task's own test accuracy must never pick its l2
-                chosen = {task: prefer for task in table}
-        for task, g in grp.groupby("task", sort=False):
-            if task in chosen:
-                values = [r[chosen[task]] for r in g["acc_per_l2"]]
-                l2_shown: Any = chosen[task]
-            else:
-                values = list(g["value"])
-                used = set(g["chosen_l2"])
-                l2_shown = used.pop() if len(used) == 1 else "cv"
-            arr = np.asarray(values, dtype=np.float64)
-            out.append({
-                "model": model, "weights_id": wid, "l2_select": mode, "task": task, "shots": int(shots),
-                "metric": g["metric"].iloc[0], "mean": float(arr.mean()),
-                "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0, "n_seeds": int(len(arr)), "l2": l2_shown,
-            })
-    return pd.DataFrame(out, columns=cols).sort_values(["model", "l2_select", "task", "shots"], ignore_index=True)
-
-
-def fewshot_table(summary) -> "pd.DataFrame":  # noqa: F821
-    """Printable tasks x shots table of 'mean ± std' in percent, plus a 'mean' row per model (over tasks)."""
-    import pandas as pd
-
-    if summary.empty:
-        return pd.DataFrame()
-    many_models = summary[["model", "weights_id", "l2_select"]].drop_duplicates().shape[0] > 1
-    rows = []
-    for (model, wid, mode), grp in summary.groupby(["model", "weights_id", "l2_select"], sort=False, dropna=False):
-        shots = sorted(grp["shots"].unique())
-        for task, g in list(grp.groupby("task", sort=False)) + [("mean", None)]:
-            row: dict[str, Any] = {"model": f"{model} ({mode})"} if many_models else {}
-            row["task"] = task
-            for s in shots:
-                if g is None:
-                    cell = grp[grp["shots"] == s]
-                    row[f"{s}-shot"] = f"{100 * cell['mean'].mean():.2f}" if len(cell) else ""
-                    continue
-                hit = g[g["shots"] == s]
-                if not len(hit):
-                    row[f"{s}-shot"] = ""
-                elif int(hit["n_seeds"].iloc[0]) > 1:
-                    row[f"{s}-shot"] = f"{100 * hit['mean'].iloc[0]:.2f} ± {100 * hit['std'].iloc[0]:.2f}"
-                else:
-                    row[f"{s}-shot"] = f"{100 * hit['mean'].iloc[0]:.2f}"
-            rows.append(row)
-    return pd.DataFrame(rows).fillna("")

@@ -3,13 +3,17 @@
 Recipe (paper Table 4, §B.1.1): SGD momentum 0.9, no weight decay, global-norm clipping at 1, linear warm-up
 then cosine decay to 0, inception crop + horizontal flip for training, squash-resize for evaluation; the
 whole test split is scored (vit_jax drops the last partial batch; we do not). Exercised by
-`vitbench finetune` and `vitbench run --method finetune`.
+`vitbench finetune` and `vitbench run --method finetune` (through `vitbench/methods/finetune.py`, which owns
+the parameters and the dev-split learning-rate selection).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,29 +50,24 @@ def predict(model: torch.nn.Module, images: np.ndarray, prep, ctx: RunContext, d
 
 def score(preds: np.ndarray, split, metric: str) -> dict[str, float]:
     """top-1 accuracy over the whole split, plus ReaL accuracy when the split carries ReaL label sets."""
-    out = {"top1": float((preds == split.labels).mean()) if len(preds) else float("nan")}
-    real_sets = getattr(split, "real_labels", None)
-    if real_sets is not None:
-        from vitbench.data.real import real_accuracy
+    from vitbench.features import classification_metrics
 
-        out["real"] = float(real_accuracy(preds, real_sets))
-    if metric == "real" and "real" not in out:
-        out["real"] = float("nan")
-    return out
+    return classification_metrics(preds, split, metric)
 
 
-def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
+def train_and_score(cell: Cell, ctx: RunContext, recipe: Mapping[str, Any]) -> CellResult:
+    """Fine-tune `cell.model` on `cell.task` with `recipe` (`vitbench.methods.finetune.recipe`), score the eval split."""
     from vitbench.data.transforms import preprocessing_for, train_augment
     from vitbench.models import create
 
-    recipe = recipe_math.FinetuneRecipe.from_params(cell.params)
+    recipe = SimpleNamespace(**recipe)
     task = cell.task
     torch.manual_seed(cell.seed)
     model = create(cell.model, weights=cell.weights, img_size=cell.img_size, num_classes=task.num_classes,
-                   pos_interp=cell.pos_interp, drop_rate=float(cell.params.get("dropout", 0.0)))
+                   pos_interp=cell.pos_interp, drop_rate=float(cell.params["dropout"]))
     model.to(ctx.device)
     prep = preprocessing_for(model.data_config, size=cell.img_size, resize="squash",
-                             interpolation=cell.params.get("interpolation", "bilinear"))
+                             interpolation=cell.params["interpolation"])
     prep_train = dataclasses.replace(prep, train_crop=recipe.train_crop, hflip=recipe.hflip)
     prep = dataclasses.replace(prep, train_crop="none", hflip=False)  # evaluation: no augmentation
 
@@ -114,7 +113,7 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
     preds = predict(model, test_images, prep, ctx, desc=f"eval {task.name}")
     metrics = score(preds, test_split, task.metric)
     details = {
-        "recipe": recipe.to_dict(),
+        "recipe": dict(vars(recipe)),
         "micro_batch": micro,
         "accumulation": n_micro,
         "loss_curve": loss_curve,

@@ -1,0 +1,228 @@
+"""The method interface and registry: what a benchmark method (few-shot, fine-tuning, kNN, ...) provides.
+
+A method is one module in `vitbench/methods/` defining a `Method` subclass and calling `register(...)`; the
+package imports every module in the folder, so adding a method touches no other file. A method owns, in
+one place: its typed parameters (`Params`, a frozen dataclass with defaults and validation), how they
+expand into cells (`expand`), which cells a cell depends on (`dependencies`, e.g. dev-split selection
+runs), how one cell runs (`run_cell`), and how its records read as numbers and tables (`setting`,
+`values`, `summary_table`). Exercised by every `vitbench run` and listed by `vitbench ls methods`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from vitbench.errors import VitbenchError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from vitbench.cells import Cell, CellResult, RunContext
+    from vitbench.suites import Suite, TaskSpec
+
+EXECUTION = {"key": False}  # field metadata: an execution detail, kept out of the cell key (never changes a number)
+
+
+def as_list(value: Any) -> list:
+    """A list of the values, duplicates dropped (first occurrence kept): `--shots 1,1` is one cell."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    return list(dict.fromkeys(values))
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_positive_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and math.isfinite(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodParams:
+    """Base of every method's parameters. Subclasses add fields with defaults and extend `check`."""
+
+    def check(self, where: str) -> None:
+        """Raise a one-line `VitbenchError` naming `where` (file / task or 'command-line options') and the field."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def key_params(self) -> dict[str, Any]:
+        """The parameters that change the number (every field not marked `EXECUTION`)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("key", True)}
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+
+def check_seeds(seeds: Any, where: str) -> None:
+    values = as_list(seeds)
+    if not values or any(not is_int(s) or s < 0 for s in values):
+        raise VitbenchError(f"{where}: seeds must be non-negative integers, got {seeds!r}")
+
+
+def check_img_size(img_size: Any, where: str) -> None:
+    if img_size is not None and (not isinstance(img_size, int) or img_size < 8):
+        raise VitbenchError(f"{where}: img_size must be an integer >= 8, got {img_size!r}")
+
+
+def check_preprocessing(resize: Any, interpolation: Any, crop_pct: Any, where: str) -> None:
+    """Eval preprocessing of frozen features or fine-tuning evaluation (`vitbench.data.transforms`)."""
+    from vitbench.data.transforms import PIL_INTERPOLATION, RESIZE_MODES
+
+    if resize not in RESIZE_MODES:
+        raise VitbenchError(f"{where}: resize must be one of {list(RESIZE_MODES)}, got {resize!r}")
+    if interpolation not in PIL_INTERPOLATION:
+        raise VitbenchError(f"{where}: interpolation must be one of {sorted(PIL_INTERPOLATION)}, got {interpolation!r}")
+    if not (isinstance(crop_pct, (int, float)) and 0.1 <= crop_pct <= 1.0):
+        raise VitbenchError(f"{where}: crop_pct must be in [0.1, 1], got {crop_pct!r}")
+
+
+def check_fields(table: Mapping[str, Any], valid: list[str], where: str) -> None:
+    unknown = sorted(set(table) - set(valid))
+    if unknown:
+        raise VitbenchError(f"{where}: unknown field(s) {unknown}; valid: {sorted(valid)}")
+
+
+def _merge(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for k, v in (layer or {}).items():
+            if v is not None:
+                out[k] = v
+    return out
+
+
+class Method(ABC):
+    """One benchmark method. Subclasses set the class attributes and implement `expand` and `run_cell`."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]  # one line for `vitbench ls methods`
+    Params: ClassVar[type[MethodParams]]
+    label_params: ClassVar[tuple[str, ...]] = ()  # parameters shown in a cell's label and the plan table
+    table_title: ClassVar[str] = ""  # title of `summary_table` when printed after a run
+
+    # ------------------------------------------------------------------------------------------ parameters
+    def resolve(self, suite: Suite, task: TaskSpec | None = None, overrides: Mapping[str, Any] | None = None) -> MethodParams:
+        """Parameters for `task` (defaults < suite `[name]` table < the task's own table < overrides), validated.
+
+        Errors name the suite file, the task and the field; overrides are checked as 'command-line options'.
+        """
+        valid = self.Params.field_names()
+        table = suite.method_table(self.name)
+        check_fields(table, valid, f"{suite.path}: [{self.name}]")
+        task_table = task.method_table(self.name) if task is not None else {}
+        if task is not None:
+            check_fields(task_table, valid, f"{suite.path}: task {task.name!r} field '{self.name}'")
+        common = {k: suite.defaults.get(k) for k in ("img_size",) if k in valid}
+        from_files = _merge(common, table, task_table)
+        where = f"{suite.path}" + (f": task {task.name!r}" if task is not None else "")
+        params = self._build(from_files, where)
+        if overrides and any(v is not None for v in overrides.values()):
+            check_fields({k: v for k, v in overrides.items() if v is not None}, valid, "command-line options")
+            params = self._build(_merge(params.to_dict(), overrides), "command-line options")
+        if task is not None:
+            self.check_task(params, task, str(suite.path))
+        return params
+
+    def _build(self, values: Mapping[str, Any], where: str) -> MethodParams:
+        params = self.Params(**values)
+        params.check(where)
+        return params
+
+    def defaults(self) -> MethodParams:
+        return self.Params()
+
+    def check_task(self, params: MethodParams, task: TaskSpec, where: str) -> None:
+        """Checks that need the task (e.g. that named splits exist); `where` is the suite file."""
+
+    # ---------------------------------------------------------------------------------------------- cells
+    @abstractmethod
+    def expand(self, params: MethodParams) -> list[dict[str, Any]]:
+        """The `Cell.params` (JSON-able, everything that changes the number) of each cell, in run order."""
+
+    def seeds(self, params: MethodParams) -> list[int]:
+        """Seeds to run each variant with; deterministic methods run seed 0 only."""
+        return as_list(getattr(params, "seeds", [0]))
+
+    def dependencies(self, cell: Cell) -> list[Cell]:
+        """Cells whose records `run_cell` needs (they run first, in the same shard)."""
+        return []
+
+    @abstractmethod
+    def run_cell(self, cell: Cell, ctx: RunContext, deps: list[dict[str, Any]]) -> CellResult:
+        """Compute one cell; `deps` are the records of `dependencies(cell)`, in that order."""
+
+    # --------------------------------------------------------------------------------------------- tables
+    def setting(self, rec: Mapping[str, Any]) -> str:
+        """A short label of the parameters that define a comparable column of a table, e.g. '5-shot'."""
+        return ""
+
+    def values(self, records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Record key -> {'value': the headline number (fraction), plus extra tidy columns}.
+
+        Default: the task's metric as the record holds it. Methods whose selection spans several records
+        (e.g. one l2 chosen across tasks) override this.
+        """
+        return recorded_values(records)
+
+    def paper_method(self, rec: Mapping[str, Any]) -> str:
+        """The `method` column of `report/reference/paper.csv` this record compares with."""
+        return self.name
+
+    def summary_table(self, records: list[dict[str, Any]]) -> pd.DataFrame | None:
+        """A printable per-method table (e.g. tasks x shots) printed after a run, or None for none."""
+        return None
+
+    def describe(self) -> list[tuple[str, Any]]:
+        """(parameter, default) pairs for `vitbench ls methods`."""
+        d = self.defaults()
+        return [(f.name, getattr(d, f.name)) for f in dataclasses.fields(d)]
+
+
+def recorded_values(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Record key -> {'value': the task's metric as the record holds it (top-1 when absent)}."""
+    out = {}
+    for rec in records:
+        metric = ((rec.get("cell") or {}).get("task") or {}).get("metric", "top1")
+        metrics = rec.get("metrics") or {}
+        out[rec.get("key")] = {"value": metrics.get(metric, metrics.get("top1"))}
+    return out
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    if method.name in METHODS and type(METHODS[method.name]) is not type(method):
+        raise VitbenchError(f"method {method.name!r} is registered twice")
+    METHODS[method.name] = method
+    return method
+
+
+def method_names() -> list[str]:
+    from vitbench import methods  # noqa: F401 - importing the package registers every method module
+
+    return list(METHODS)
+
+
+def get_method(name: str) -> Method:
+    """The registered method `name`; a one-line error listing the known methods otherwise."""
+    if name in METHODS:
+        return METHODS[name]
+    names = method_names()
+    if name not in METHODS:
+        raise VitbenchError(f"unknown method {name!r}; known methods: {', '.join(names)} (or 'all')")
+    return METHODS[name]
+
+
+def find_method(name: Any) -> Method | None:
+    """The registered method `name`, or None (records written by a method this version does not have)."""
+    if name not in METHODS:
+        method_names()
+    return METHODS.get(name) if isinstance(name, str) else None
