@@ -197,6 +197,8 @@ def test_hf_refusals(tmp_path):
     with pytest.raises(VitbenchError, match="#cls"):
         create(f"hf:{tmp_path / 'nopool'}#pooled")
     assert create(f"hf:{tmp_path / 'nopool'}").num_features == 32  # the class token needs no pooler
+    with pytest.raises(VitbenchError, match="patch size 8"):
+        create(f"hf:{tmp_path / 'nopool'}", img_size=36)
     _tiny_vit(tmp_path / "noproc", processor=False)
     with pytest.raises(VitbenchError, match="preprocessor_config.json"):
         create(f"hf:{tmp_path / 'noproc'}")
@@ -337,6 +339,8 @@ def test_open_clip_pooled_is_before_the_projection(tiny_clip):
         torch.testing.assert_close(backbone.forward_features(x) @ model.visual.proj, model.visual(x))
     with pytest.raises(VitbenchError, match="name the pretrained weights"):
         create("open_clip:vitbench-tiny-clip")
+    with pytest.raises(VitbenchError, match="patch size 8"):
+        create("open_clip:vitbench-tiny-clip", weights="none", img_size=36)
 
 
 def test_open_clip_tag_offline_fails_fast(monkeypatch):

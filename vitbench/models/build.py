@@ -23,7 +23,7 @@ from vitbench.models import sources
 from vitbench.models.backbone import Backbone, state_dict_sha256
 from vitbench.models.npz import load_bit_npz, npz_kind, vit_npz_to_timm
 from vitbench.models.posembed import recorded_mode
-from vitbench.models.registry import TORCHVISION_VIT_TAGS, ModelRef, hub_weights_id, parse_model_name
+from vitbench.models.registry import TORCHVISION_VIT_TAGS, ModelRef, check_img_size, hub_weights_id, parse_model_name
 
 RANDOM = ("none", "random")
 DEFAULT = (None, "", "default")
@@ -96,6 +96,7 @@ def create(name: str, weights: str | os.PathLike | None = "default", img_size: i
     Google's align-corners zoom, or "bicubic"). `num_classes`: attach a zero-initialised `Linear(D, K)` head.
     """
     recorded_mode(pos_interp)
+    check_img_size(name, img_size)
     started = time.perf_counter()
     built = sources.build(name, weights, img_size=img_size, pos_interp=pos_interp, drop_rate=drop_rate)
     if built is not None:

@@ -179,6 +179,15 @@ def weights_id(name: str, weights: Any) -> str:
     return f"{wid}#{feature}"
 
 
+def patch_size(name: str) -> int | None:
+    """`patch_size` of the vision config (a full CLIP / SigLIP config nests it under `vision_config`)."""
+    repo, _ = _parse(name)
+    folder, _, _ = locate(repo, name)
+    config = _read_json(folder / "config.json", name)
+    value = config.get("patch_size", (config.get("vision_config") or {}).get("patch_size"))
+    return int(value) if isinstance(value, int) else None
+
+
 class HFFeatures(nn.Module):
     """`forward(x) -> [B, D]`: the chosen output of a transformers vision model for normalised pixels."""
 

@@ -88,6 +88,14 @@ def _feature(visual: nn.Module | None, arch: str, feature: str | None, name: str
     return feature
 
 
+def patch_size(name: str) -> int | None:
+    import open_clip
+
+    arch, _, _ = _parse(name)
+    value = ((open_clip.get_model_config(arch) or {}).get("vision_cfg") or {}).get("patch_size")
+    return int(value) if isinstance(value, int) else None
+
+
 def weights_id(name: str, weights: Any) -> str:
     """`open_clip/<arch>.<tag>`, `file:<sha256>` or `none`, then `#feature`."""
     arch, tag, feature = _parse(name)

@@ -84,6 +84,14 @@ def weights_id(name: str, weights: Any) -> str | None:
     return _module(kind).weights_id(name, weights)
 
 
+def patch_size(name: str) -> int | None:
+    """The ViT patch size of a source's model when its config names one (None: not a ViT, or not known)."""
+    kind = kind_of(name)
+    if kind is None or kind == "registered":
+        return None
+    return _module(kind).patch_size(name)
+
+
 def build(name: str, weights: Any, *, img_size: int | None, pos_interp: str, drop_rate: float) -> Built | None:
     """Build `name` when a source here handles it (None otherwise)."""
     kind = kind_of(name)

@@ -61,6 +61,20 @@ def _kind(weights: Any, name: str) -> tuple[str, str | None]:
     return "file", path
 
 
+def patch_size(name: str) -> int | None:
+    """From the saved model args, else `patch<N>` in the architecture name."""
+    import json
+    import re
+
+    folder, _, _, _ = _locate(name)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    value = (config.get("model_args") or {}).get("patch_size")
+    if isinstance(value, int):
+        return value
+    match = re.search(r"patch(\d+)", str(config.get("architecture", "")))
+    return int(match.group(1)) if match else None
+
+
 def weights_id(name: str, weights: Any) -> str:
     """`timm-hub/<repo>@<commit>`, `timmdir:<sha256 of the folder's files>`, `file:<sha256>` or `none`."""
     kind, value = _kind(weights, name)
