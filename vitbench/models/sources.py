@@ -14,11 +14,12 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from vitbench.errors import VitbenchError
+
+if TYPE_CHECKING:  # pragma: no cover - torch loads only with a source's own module
+    from torch import nn
 
 PREFIXES = ("hf:", "open_clip:", "timm:hf-hub:", "timm:local-dir:")
 FEATURE_SEP = "#"  # `hf:facebook/dinov2-small#cls`: the part after `#` names the feature output
