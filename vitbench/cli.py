@@ -429,7 +429,8 @@ def ls(
                 "pretrain_data", "native_resolution", "default_weights", "other_tags"]
         shown = table[[c for c in cols if c in table.columns]].astype(object)
         print_frame(shown.where(shown.notna(), ""),
-                     title="models (`name` or `name.tag`; also timm:<name>, torchvision:<name>, --weights PATH)"
+                     title="models (`name` or `name.tag`; also timm:<name>, torchvision:<name>, hf:<repo>, "
+                           "open_clip:<arch>/<tag>, timm:hf-hub:<repo>, --weights PATH)"
                            + ("" if tags else "; `--tags` lists every timm weights tag"))
     elif what == "methods":
         from vitbench.commands.console import print_methods

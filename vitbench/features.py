@@ -100,6 +100,9 @@ def feature_key(model, split, prep, *, split_name: str, model_name: str = "", ta
     sha = (getattr(model, "weights_info", None) or {}).get("weights_sha256")
     if not sha:
         raise VitbenchError("model has no weights_info['weights_sha256']; build it with vitbench.models.create")
+    output = (getattr(model, "weights_info", None) or {}).get("feature_output")
+    if output:  # hf:/open_clip:/module sources: the same weights give other features per output (cls, mean, ...)
+        sha = f"{sha}#{output}"
     return FeatureKey(sha, prep.to_dict(), split.fingerprint, split_name, model_name, task_name)
 
 
