@@ -200,7 +200,9 @@ class Method(ABC):
     def describe(self) -> list[tuple[str, Any]]:
         """(parameter, default) pairs for `vitbench ls methods`."""
         d = self.defaults()
-        return [(f.name, getattr(d, f.name)) for f in dataclasses.fields(d)]
+        own = set(type(d).__dict__.get("__annotations__", {}))  # the method's own parameters first, shared ones after
+        fields = sorted(dataclasses.fields(d), key=lambda f: f.name not in own)
+        return [(f.name, getattr(d, f.name)) for f in fields]
 
 
 def recorded_values(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
