@@ -128,7 +128,10 @@ def _execute(
     written = run_with_progress(the_plan.todo, out_dir, ctx)
     keys = {c.key for c in the_plan.cells}
     records = [r for r in results.load_records(out_dir) if r["key"] in keys]
-    print_summary(records, suite.name)
+    from vitbench.report import analyse
+
+    analysis = analyse(records)
+    print_summary(records, suite.name, analysis)
     out.print(f"records: {len(written)} written, {len(the_plan.done)} reused under {out_dir}/{suite.name}/")
     for _, _, path in written[:10]:
         out.print(f"  {path}")
@@ -137,7 +140,7 @@ def _execute(
     if report and records:
         from vitbench.report import build_report
 
-        paths = build_report(records, DEFAULT_REPORTS / suite.name, title=f"vitbench: {suite.name}")
+        paths = build_report(records, DEFAULT_REPORTS / suite.name, title=f"vitbench: {suite.name}", analysis=analysis)
         out.print(f"report: {paths['html']}  (CSV: {paths['csv']}; this run's {len(records)} cells; "
                   f"`vitbench report {out_dir}` covers the whole folder)")
 
@@ -266,19 +269,78 @@ def report(
     results_dir: Annotated[Path, typer.Argument(help="Folder of result records.")] = DEFAULT_OUT,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Report folder (default reports/<name of results folder>).")] = None,
     title: Annotated[Optional[str], typer.Option("--title", help="Report title.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary (tables as numbers, file paths) instead of tables.")] = False,
 ) -> None:
-    """Build the HTML + CSV report (tables beside the paper's numbers, data-requirement plots)."""
+    """Build the report: index.html (self-contained), report.md, CSV tables, figures beside the paper's numbers."""
+    import json
+
     from vitbench import results
-    from vitbench.report import build_report
+    from vitbench.report import analyse, build_report
 
     records = results.load_records(results_dir)
     if not records:
         raise VitbenchError(f"no result records in {str(results_dir)!r}; run `vitbench run --suite smoke` first or pass the folder holding *.json records")
     target = output or DEFAULT_REPORTS / (results_dir.resolve().name or "report")
     suites = ", ".join(sorted({str(r.get("suite")) for r in records}))
-    paths = build_report(records, target, title=title or f"vitbench report: {suites} ({results_dir})")
-    print_summary(records, "report")
-    out.print(f"report: {paths['html']}  (CSV: {paths['csv']})")
+    a = analyse(records)
+    paths = build_report(records, target, title=title or f"vitbench report: {suites} ({results_dir})", analysis=a)
+    if as_json:
+        payload = {
+            "records": len(a.records), "failed": len(a.failed), "warnings": a.warnings,
+            "files": {k: str(v) for k, v in paths.items()},
+            "summary": _json_rows(a.summary), "vtab": _json_rows(a.vtab_numeric), "paper_comparison": _json_rows(a.comparison),
+        }
+        sys.stdout.write(json.dumps(payload, indent=1, default=str) + "\n")
+        return
+    print_summary(records, "report", a)
+    out.print(f"report: {paths['html']}  (also {paths['md'].name}, CSV: {paths['csv']})")
+
+
+def _json_rows(frame) -> list[dict[str, Any]]:
+    """Rows of a table as JSON-able dicts (NaN -> null)."""
+    if frame is None or frame.empty:
+        return []
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
+
+
+@app.command()
+def compare(
+    results_a: Annotated[Path, typer.Argument(help="Folder of result records.")],
+    results_b: Annotated[Optional[Path], typer.Argument(help="A second results folder to diff against (cell by cell).")] = None,
+    expected: Annotated[Optional[str], typer.Option("--expected", help="CSV of expected numbers (task,model,method,metric,value[,pretrain,setting,tol]; percent) or 'paper'.")] = None,
+    tol: Annotated[float, typer.Option("--tol", help="Allowed |obtained - expected| in percentage points.")] = 0.5,
+) -> None:
+    """Check results against expected numbers (exit 1 when any is outside --tol), or diff two results folders."""
+    from vitbench import results
+    from vitbench.report import analyse
+    from vitbench.report.compare import compare_expected, compare_folders, load_expected
+
+    if (results_b is None) == (expected is None):
+        raise VitbenchError("compare: give either a second results folder (compare A B) or --expected FILE|paper")
+    if not tol >= 0:
+        raise VitbenchError(f"--tol must be >= 0, got {tol}")
+    records = results.load_records(results_a)
+    if expected is not None:
+        frame, is_paper = load_expected(expected)
+        table = compare_expected(analyse(records), frame, tol, is_paper)
+        if table.empty:
+            out.print("no measured number lines up with an expected one" + (" (the paper has none for these models/tasks)" if is_paper else ""))
+            return
+        print_frame(table, title=f"expected vs obtained (%), tolerance {tol:g}")
+        bad = int((table["status"] != "ok").sum())
+        out.print(f"{len(table) - bad} within tolerance, {bad} outside or missing")
+        if bad:
+            raise typer.Exit(1)
+        return
+    table, only_a, only_b = compare_folders(records, results.load_records(results_b))
+    if table.empty:
+        raise VitbenchError(f"{results_a} and {results_b} share no definition (same task, model, method, parameters, data); nothing to compare")
+    print_frame(table, title=f"{results_a} (A) vs {results_b} (B), same definitions (%)")
+    flagged = int((table["status"] != "ok").sum())
+    out.print(f"{len(table)} shared definition(s): {flagged} differ by more than the seeds' spread; "
+              f"{only_a} only in A, {only_b} only in B")
+    if flagged:
+        raise typer.Exit(1)
 
 
 @app.command("ls")
@@ -347,6 +409,21 @@ def validate(suite: Annotated[str, typer.Argument(help="Suite name or path to a 
         for task in s.tasks:
             planner.method_params(s, method, task=task)
     out.print(f"[green]ok[/]: {s.path}: suite {s.name!r}, {len(s.tasks)} task(s): {', '.join(t.name for t in s.tasks)}")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from vitbench import __version__
+
+        out.print(f"vitbench {__version__}", highlight=False)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Transfer benchmarks for pretrained vision backbones, following the ViT paper's protocols."""
 
 
 def _mount_subapps() -> None:

@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 import time
 from functools import lru_cache
@@ -232,6 +233,7 @@ def make_record(cell: Cell, result: CellResult, wall_time_s: float, device: str)
         "versions": env["versions"],
         "git_commit": env["git_commit"],
         "hardware": {**env["hardware"], "device": device},
+        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]) if sys.argv and sys.argv[0] else None,
         "wall_time_s": round(wall_time_s, 3),
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

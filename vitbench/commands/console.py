@@ -20,20 +20,27 @@ out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
-def print_summary(records: list[dict[str, Any]], name: str) -> None:
-    from vitbench.report import summary_table
-
+def print_summary(records: list[dict[str, Any]], name: str, analysis=None) -> None:
+    """Each method's own table (few-shot: the report's tasks x shots, grouped by definition), then the
+    per-definition summary; the report's warnings go to stderr."""
     from vitbench.methods import METHODS, method_names
+    from vitbench.report import analyse
 
-    by_method: dict[str, list] = {}
-    for r in records:
-        by_method.setdefault(r.get("method"), []).append(r)
-    for method in method_names():  # each method's own table (e.g. few-shot: tasks x shots), registry order
-        if by_method.get(method):
-            table = METHODS[method].summary_table(by_method[method])
-            if table is not None and len(table):
-                print_frame(table, title=f"{name}: {METHODS[method].table_title or method}")
-    print_frame(summary_table(records), title=f"{name}: results (mean ± std over seeds)")
+    a = analysis if analysis is not None else analyse(records)
+    for w in a.warnings:
+        err.print(Text(f"note: {w}"), soft_wrap=True)
+    present = {r.get("method") for r in a.records}
+    for method in method_names():  # each method's own table, registry order
+        if method not in present:
+            continue
+        if method == "fewshot":  # tasks x shots, grouped by definition (the report's own table)
+            table = a.fewshot
+        else:
+            table = METHODS[method].summary_table([r for r in a.records if r.get("method") == method])
+        if table is not None and len(table):
+            print_frame(table, title=f"{name}: {METHODS[method].table_title or method}")
+    summary = a.summary.drop(columns=["mean", "std"]) if not a.summary.empty else a.summary
+    print_frame(summary, title=f"{name}: results (mean ± std over seeds)")
 
 
 def run_with_progress(todo, out_dir: Path, ctx) -> list:

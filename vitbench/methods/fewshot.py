@@ -80,16 +80,14 @@ class Fewshot(Method):
         return f"fewshot:{int((rec.get('params') or {}).get('shots') or 0)}"
 
     def values(self, records):
+        """The task's metric; for l2 chosen across tasks (mean-rank / leave-self-out) the accuracy at the l2
+        chosen within the record's own definition (`vitbench.report.fewshot_select`), with a note when the
+        choice could only be the fixed l2 (one task)."""
+        from vitbench.report.fewshot_select import choose_l2
+
         out = super().values(records)
-        choice = l2_choice_across_tasks(records)
-        for rec in records:
-            p = rec.get("params") or {}
-            if p.get("l2_select") not in CROSS_TASK:
-                continue
-            chosen = choice.get((rec.get("model"), rec.get("weights_id"), rec.get("task"), int(p.get("shots"))))
-            if chosen is not None:
-                per_l2 = (rec.get("details") or {}).get("acc_per_l2") or {}
-                out[rec.get("key")] = {"value": _lookup_l2(per_l2, chosen, out[rec.get("key")]["value"]), "chosen_l2": chosen}
+        for (_, key), (l2, value, note) in choose_l2(records).items():
+            out[key] = {"value": value if value is not None else out[key]["value"], "chosen_l2": l2, "note": note}
         return out
 
     def summary_table(self, records):
@@ -100,22 +98,6 @@ register(Fewshot())
 
 
 # ------------------------------------------------------------------------------------------- summarising
-def _lookup_l2(per_l2: dict, l2: float, default):
-    for k, v in per_l2.items():
-        if abs(float(k) - float(l2)) <= 1e-9 * max(1.0, abs(float(l2))):
-            return v
-    return default
-
-
-def l2_choice_across_tasks(records: list[dict[str, Any]]) -> dict:
-    """(model, weights_id, task, shots) -> l2 for few-shot records run with l2_select mean-rank / leave-self-out."""
-    if not {(r.get("params") or {}).get("l2_select") for r in records if r.get("method") == "fewshot"} & set(CROSS_TASK):
-        return {}
-    chosen = summarize_fewshot(records)
-    chosen = chosen[chosen["l2_select"].isin(list(CROSS_TASK))]
-    return {(r.model, r.weights_id, r.task, int(r.shots)): float(r.l2) for r in chosen.itertuples()}
-
-
 def _flat_rows(records) -> list[dict[str, Any]]:
     if hasattr(records, "columns"):  # results.records_frame(...) keeps the raw record in column "record"
         records = list(records["record"]) if "record" in records.columns else records.to_dict("records")

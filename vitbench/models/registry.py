@@ -18,6 +18,15 @@ from vitbench.errors import VitbenchError, unknown_name
 
 IN21K = "ImageNet-21k"
 DATA_SIZES = {"ImageNet-1k": 1_280_000, IN21K: 14_000_000, "JFT-300M": 303_000_000}
+DATA_ALIASES = {"ImageNet": "ImageNet-1k"}  # the paper's tables name ImageNet-1k pre-training "ImageNet"
+# Pre-training compute in exaFLOPs, as the paper's Table 6 prints it (JFT-300M pre-training only; the paper gives
+# no exaFLOPs for ImageNet / ImageNet-21k runs). (model, data) -> exaFLOPs; ViT-L/16 and ViT-H/14 use the
+# 14-epoch runs, which are the ones behind Table 5's JFT columns (fewshot_and_paper.md "Table 5" caveats).
+PRETRAIN_EXAFLOPS = {
+    ("vit_b32", "JFT-300M"): 55.0, ("vit_b16", "JFT-300M"): 224.0, ("vit_l32", "JFT-300M"): 196.0,
+    ("vit_l16", "JFT-300M"): 1567.0, ("vit_h14", "JFT-300M"): 4262.0,
+    ("bit_r50x1", "JFT-300M"): 50.0, ("bit_r101x1", "JFT-300M"): 96.0, ("bit_r152x2", "JFT-300M"): 1126.0,
+}
 GOOGLE_NORM = "[-1, 1] (mean = std = 0.5)"  # finetune_and_weights.md §5 item 3
 IMAGENET_NORM = "ImageNet mean/std"
 
@@ -95,6 +104,16 @@ MODELS: dict[str, ModelInfo] = {m.name: m for m in [
     _bit("bit_r152x2", "resnetv2_152x2_bit", 152, 4096, 232_238_208, "236.34M incl. 1k head (timm CSV)"),
     _bit("bit_r152x4", "resnetv2_152x4_bit", 152, 8192, 928_340_224, "936.53M incl. 1k head (timm CSV)"),
 ]}
+
+
+def pretrain_images(data: str | None) -> int | None:
+    """Images in a pre-training dataset (paper §B.1), or None when unknown."""
+    return DATA_SIZES.get(DATA_ALIASES.get(data or "", data or ""))
+
+
+def pretrain_exaflops(model: str, data: str | None) -> float | None:
+    """The paper's pre-training compute (Table 6, exaFLOPs) for `model` pre-trained on `data`, or None."""
+    return PRETRAIN_EXAFLOPS.get((model, DATA_ALIASES.get(data or "", data or "")))
 
 
 def list_models() -> list[ModelInfo]:

@@ -1,78 +1,185 @@
-"""Reports: CSV tables and a self-contained HTML page beside the paper's numbers.
+"""Reports: CSV tables, figures, `index.html` (self-contained) and `report.md` from result records.
 
-`build_report(records, out_dir)` writes `results_long.csv` (one row per record), `summary.csv` (mean ± std
-over seeds), `vtab_means.csv`, `paper_comparison.csv`, plots and `index.html`. Exercised by
-`vitbench report` and at the end of `vitbench run`.
+`analyse(records)` builds every table once (`Analysis`); `build_report(records, out_dir)` writes
+`summary.csv` (one row per definition: mean, std, n), `results.csv` (one row per record), `vtab.csv` (the wide
+VTAB-1k table, numeric), `table2.csv`, `fewshot.csv`, `paper_comparison.csv`, the figures, `index.html` and
+`report.md`. Exercised by `vitbench report` and at the end of `vitbench run`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from vitbench.errors import VitbenchError
-from vitbench.report import html as html_report
-from vitbench.report.plots import data_requirement_plot, loss_curve_plot
-from vitbench.report.tables import aggregate, paper_comparison, summary_table, tidy, vtab_means
+from vitbench.report import html as page
+from vitbench.report import plots, tables, vtab
+from vitbench.report.paper import load_reference, paper_comparison
+from vitbench.report.records import definition, line_definition, prepare
 
-__all__ = ["build_report", "summary_table"]
-
-
-def _records_view(long):
-    """The per-record table for the HTML page: sorted, integer shots, blanks instead of None."""
-    view = long.drop(columns=["key"]).sort_values(["suite", "task", "model", "method", "shots", "seed"], kind="stable")
-    view["shots"] = view["shots"].astype("Int64")
-    return view.astype(object).where(view.notna(), "")
+__all__ = ["Analysis", "analyse", "build_report", "summary_table"]
+MAX_RECORD_ROWS = 500  # above this the per-record table is a link to results.csv, keeping the page small
+MAX_TABLE_ROWS = 2000
 
 
-def build_report(records: list[dict[str, Any]], out_dir: Path, title: str = "vitbench report") -> dict[str, Path]:
-    """Write the CSV tables, plots and `index.html` for `records` into `out_dir`; return their paths."""
+@dataclass
+class Analysis:
+    records: list[dict[str, Any]]
+    long: pd.DataFrame
+    agg: pd.DataFrame
+    summary: pd.DataFrame
+    vtab: pd.DataFrame
+    vtab_numeric: pd.DataFrame
+    table2: pd.DataFrame
+    fewshot: pd.DataFrame
+    comparison: pd.DataFrame
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def analyse(records: list[dict[str, Any]]) -> Analysis:
+    """Every table of a report, computed once from `records` (failed, malformed and duplicate ones handled)."""
+    prep = prepare(records)
+    recs = prep.results
+    long = tables.tidy(recs)
+    agg = tables.aggregate(long)
+    defs: dict[str, dict] = {}
+    line_defs: dict[str, dict] = {}
+    reps: dict[str, dict] = {}
+    for rec, did, lid in zip(recs, long["def_id"], long["line_id"]):
+        if did not in defs:
+            defs[did], reps[did] = definition(rec), rec
+        if lid not in line_defs:
+            line_defs[lid] = line_definition(rec)
+    reference = load_reference()
+    vt, vt_num = vtab.vtab_table(agg, long)
+    warnings = list(prep.warnings) + _data_warnings(recs, long)
+    return Analysis(
+        records=recs, long=long, agg=agg, summary=tables.summary_table(agg, defs), vtab=vt, vtab_numeric=vt_num,
+        table2=vtab.table2(agg, vt_num, reference), fewshot=tables.fewshot_table(agg, line_defs),
+        comparison=paper_comparison(agg, reps, reference), failed=prep.failed, warnings=warnings,
+    )
+
+
+def summary_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """The per-definition table `vitbench run` prints."""
+    return analyse(records).summary
+
+
+def _data_warnings(recs: list[dict[str, Any]], long: pd.DataFrame) -> list[str]:
+    out = []
+    if not long.empty and (long["pretrain"] == "random-init").any():
+        out.append("Some results come from randomly initialised weights (random-init): they test the pipeline, "
+                   "not a pretrained backbone, and are not comparable with the paper.")
+    flagged: dict[str, set] = {"lossy": set(), "incomplete": set()}
+    for r in recs:
+        prov = r.get("provenance") or {}
+        for split in ("train", "test"):
+            info = prov.get(split)
+            if isinstance(info, dict):
+                for flag in flagged:
+                    if info.get(flag):
+                        flagged[flag].add(str(r.get("task")))
+    if flagged["lossy"]:
+        out.append(f"Lossy (JPEG) copies of the data were used for: {', '.join(sorted(flagged['lossy']))}.")
+    if flagged["incomplete"]:
+        out.append("Incomplete copies of VTAB-1k subsets (fewer than 800/200/1000 images) were used for: "
+                   f"{', '.join(sorted(flagged['incomplete']))}.")
+    notes = sorted({n for n in long.get("note", pd.Series(dtype=object)) if n and "one task" in n})
+    out += [f"Few-shot l2 selection: {n}." for n in notes]
+    return out
+
+
+def _figures(a: Analysis, out_dir: Path) -> list[plots.Figure]:
+    reference = load_reference()
+    paper_rows = vtab.paper_vtab_rows(reference, set(a.vtab_numeric["model"]) if not a.vtab_numeric.empty else set())
+    curves = [{"label": f"{r['task']} {r['model']} s{r.get('seed')}", "curve": r["details"]["loss_curve"]}
+              for r in a.records if (r.get("details") or {}).get("loss_curve")][:10]
+    return [
+        plots.vtab_groups_plot(a.vtab_numeric, paper_rows, out_dir / "vtab_groups.png"),
+        plots.shots_plot(a.agg, out_dir / "fewshot_shots.png"),
+        plots.fewshot_vs_finetune_plot(a.agg, out_dir / "fewshot_vs_finetune.png"),
+        plots.pretrain_size_plot(a.agg, reference, out_dir / "pretrain_size.png"),
+        plots.fewshot_pretrain_plot(a.agg, out_dir / "fewshot_pretrain_size.png"),
+        plots.compute_plot(a.agg, out_dir / "pretrain_compute.png"),
+        plots.loss_curve_plot(curves, out_dir / "finetune_loss.png"),
+    ]
+
+
+def _records_table(a: Analysis) -> pd.DataFrame:
+    cols = ["suite", "task", "model", "weights_id", "method", "setting", "seed", "metric", "value", "chosen_l2", "note", "key"]
+    view = a.long[cols].sort_values(["suite", "task", "model", "method", "setting", "seed"], kind="stable")
+    return view.rename(columns={"value": "value (%)"})
+
+
+def _failed_table(failed: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame([{k: str(r.get(k) if r.get(k) is not None else "") for k in ("suite", "task", "model", "method", "seed", "key")}
+                         | {"error": str(r.get("error") or r.get("reason") or "")} for r in failed])
+
+
+def build_report(records: list[dict[str, Any]], out_dir: Path, title: str = "vitbench report",
+                 analysis: Analysis | None = None) -> dict[str, Path]:
+    """Write the CSV tables, figures, `index.html` and `report.md` for `records` (or an already computed
+    `analysis` of them) into `out_dir`; return the paths."""
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise VitbenchError(f"cannot create report folder {str(out_dir)!r} ({exc.strerror}); pass -o with a writable folder")
-    long = tidy(records)
-    agg = aggregate(long)
-    summary = summary_table(records, agg)
-    means = vtab_means(agg)
-    comparison = paper_comparison(agg)
-    paths = {
-        "csv": out_dir / "summary.csv",
-        "long_csv": out_dir / "results_long.csv",
-        "vtab_csv": out_dir / "vtab_means.csv",
-        "comparison_csv": out_dir / "paper_comparison.csv",
-        "html": out_dir / "index.html",
-    }
-    summary.to_csv(paths["csv"], index=False)
-    long.to_csv(paths["long_csv"], index=False)
-    means.to_csv(paths["vtab_csv"], index=False)
-    comparison.to_csv(paths["comparison_csv"], index=False)
-    fewshot_png = data_requirement_plot(agg, out_dir / "data_requirement.png")
-    loss_png = loss_curve_plot(records, out_dir / "finetune_loss.png")
-    warnings = []
-    if (long["pretrain"] == "random-init").any():
-        warnings.append("Some results come from randomly initialised weights (random-init): they test the pipeline, "
-                        "not a pretrained backbone, and are not comparable with the paper.")
-    lossy = [r["task"] for r in records if any(((r.get("provenance") or {}).get(s) or {}).get("lossy") for s in ("train", "test"))]
-    if lossy:
-        warnings.append(f"Lossy (JPEG) copies of the data were used for: {', '.join(sorted(set(lossy)))}.")
-    incomplete = [r["task"] for r in records if any(((r.get("provenance") or {}).get(s) or {}).get("incomplete") for s in ("train", "test"))]
-    if incomplete:
-        warnings.append(f"Incomplete copies of VTAB-1k subsets (fewer than 800/200/1000 images) were used for: {', '.join(sorted(set(incomplete)))}.")
-    versions = {k: v for r in records[:1] for k, v in (r.get("versions") or {}).items()}
-    sections = [
-        ("Summary (mean ± std over seeds, %)", html_report.frame_html(summary)),
-        ("VTAB-1k means (%): mean over tasks and mean of group means", html_report.frame_html(means)),
-        ("Beside the paper (Dosovitskiy et al. 2021)", html_report.frame_html(comparison)
-         + "<p class='note'>Rows appear where model, pre-training data, task, method and metric all match a number in the paper's Tables 2, 5, 8 or 9.</p>"),
-        ("Few-shot data requirement (accuracy vs examples per class)", html_report.image_html(fewshot_png, "data requirement")),
-        ("Fine-tuning loss", html_report.image_html(loss_png, "fine-tuning loss")),
-        ("All records", html_report.frame_html(_records_view(long))),
-        ("Versions", html_report.frame_html(__import__("pandas").DataFrame([versions]))),
-    ]
-    paths["html"].write_text(html_report.render(title, sections, warnings), encoding="utf-8")
-    for name, png in (("data_requirement_png", fewshot_png), ("loss_png", loss_png)):
-        if png:
-            paths[name] = png
+    a = analysis if analysis is not None else analyse(records)
+    paths = {name: out_dir / f for name, f in (
+        ("csv", "summary.csv"), ("results_csv", "results.csv"), ("vtab_csv", "vtab.csv"), ("table2_csv", "table2.csv"),
+        ("fewshot_csv", "fewshot.csv"), ("comparison_csv", "paper_comparison.csv"), ("html", "index.html"), ("md", "report.md"))}
+    try:
+        a.summary.to_csv(paths["csv"], index=False)
+        _records_table(a).to_csv(paths["results_csv"], index=False)
+        a.vtab_numeric.to_csv(paths["vtab_csv"], index=False)
+        a.table2.to_csv(paths["table2_csv"], index=False)
+        a.fewshot.to_csv(paths["fewshot_csv"], index=False)
+        a.comparison.to_csv(paths["comparison_csv"], index=False)
+        figures = _figures(a, out_dir)
+        sections = _sections(a, figures)
+        footer = page.provenance(a.records + a.failed)
+        paths["html"].write_text(page.render(title, sections, a.warnings, footer), encoding="utf-8")
+        from vitbench.report.markdown import write_markdown
+
+        write_markdown(paths["md"], title, a, figures, footer)
+    except OSError as exc:
+        raise VitbenchError(f"cannot write the report into {str(out_dir)!r} ({exc.strerror}); free space or pass -o with another folder")
+    for f in figures:
+        if f.path:
+            paths[f.path.stem] = f.path
     return paths
+
+
+def _then(content: str, text: str) -> str:
+    """`content` followed by a note, or '' when there is no content (no empty sections)."""
+    return content + page.note(text) if content else ""
+
+
+def _sections(a: Analysis, figures: list[plots.Figure]) -> list[tuple[str, str]]:
+    cmp_view = a.comparison.drop(columns=["mean", "std", "n"]) if not a.comparison.empty else a.comparison
+    records_html = (page.frame_html(_records_table(a), "records") if len(a.long) <= MAX_RECORD_ROWS else
+                    page.note(f"{len(a.long)} records: see results.csv beside this page (one row per record)."))
+    sections = [
+        ("VTAB-1k (%), mean ± std over seeds", _then(page.frame_html(a.vtab, "vtab"), (
+            "Tasks in the paper's Table 9 order. 'mean over 19 tasks' is BiT's task-weighted VTAB score (the paper's "
+            "Table 2); 'mean of group means' averages the three group means. A mean over fewer tasks says over how many."))),
+        ("Table 2 style (%)", page.frame_html(a.table2, "table2")),
+        ("Few-shot accuracy (%): tasks x shots, mean ± std over seeds", page.frame_html(a.fewshot, "fewshot", MAX_TABLE_ROWS, "fewshot.csv")),
+        ("Beside the paper (Dosovitskiy et al. 2021)", _then(page.frame_html(cmp_view, "paper", MAX_TABLE_ROWS, "paper_comparison.csv"), (
+            "A delta is comparable only when no material deviation from the paper's setting is recorded; "
+            "deviations are derived from each record's params and provenance."))),
+        ("Summary (%): one row per definition, mean ± std over seeds",
+         page.frame_html(a.summary.drop(columns=["mean", "std"]), "summary", MAX_TABLE_ROWS, "summary.csv")),
+    ]
+    for f in figures:
+        content = page.image_html(f.path, f.title) + page.note(f.caption) if f.path else page.note(f.reason)
+        sections.append((f.title, content))
+    if a.failed:
+        sections.append(("Failed cells (not counted as results)", page.frame_html(_failed_table(a.failed), "failed")))
+    sections.append(("All records", records_html))
+    return sections

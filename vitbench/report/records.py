@@ -1,0 +1,156 @@
+"""Which records a report counts, and what defines each number: dedup, failed runs, definitions.
+
+Owns `prepare(records)` (the one entry every table, plot and `vitbench compare` goes through): records with
+`status == "failed"` are listed apart, never counted as results; records with the same (suite, key) count
+once (a results folder copied twice under one parent must not double its seeds); a record whose `params`
+is null or not a dict is skipped with a warning line. `definition(rec)` is everything that defines a number
+except the seed; `differences(defs)` says in a few words how definitions that share a visible label differ.
+Exercised by `vitbench report` and `vitbench compare`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+# Fields of a record that define its number besides `cell` (the key payload): a result from another suite or
+# another vitbench release is its own definition, even when the cell payload is the same.
+_EXTRA_DEFINING = ("suite",)
+
+
+@dataclass
+class Prepared:
+    """Records a report counts (`results`), failed runs, and the warning lines to show."""
+
+    results: list[dict[str, Any]]
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _timestamp(rec: dict[str, Any]) -> str:
+    return str(rec.get("timestamp") or "")
+
+
+def prepare(records: list[dict[str, Any]]) -> Prepared:
+    """Split off failed runs, skip malformed records (one warning each kind), count each (suite, key) once."""
+    out = Prepared(results=[])
+    malformed = 0
+    newest: dict[tuple, dict[str, Any]] = {}
+    copies = 0
+    for rec in records:
+        if not isinstance(rec, dict):
+            malformed += 1
+            continue
+        if rec.get("status") == "failed":
+            out.failed.append(rec)
+            continue
+        if not isinstance(rec.get("params"), dict) or not isinstance(rec.get("metrics"), dict):
+            malformed += 1
+            continue
+        ident = (rec.get("suite"), rec.get("key"))
+        if ident in newest:
+            copies += 1
+            if _timestamp(rec) <= _timestamp(newest[ident]):
+                continue  # the newest copy wins; identical copies are simply counted once
+        newest[ident] = rec
+    out.results = list(newest.values())
+    if malformed:
+        out.warnings.append(f"{malformed} record(s) without a params/metrics object were skipped (written by other "
+                            "tools or damaged); rerun those cells to include them.")
+    if copies:
+        out.warnings.append(f"{copies} duplicate record(s) with the same suite and key (e.g. a results folder copied "
+                            "twice) were counted once.")
+    if out.failed:
+        out.warnings.append(f"{len(out.failed)} failed cell(s) are listed under 'Failed cells' and not counted as results.")
+    return out
+
+
+def definition(rec: dict[str, Any]) -> dict[str, Any]:
+    """Everything that defines the number except the seed: the cell payload, the suite, the vitbench version."""
+    cell = {k: v for k, v in (rec.get("cell") or {}).items() if k != "seed"}
+    extra = {k: rec.get(k) for k in _EXTRA_DEFINING}
+    extra["vitbench"] = (rec.get("versions") or {}).get("vitbench")
+    return {**cell, **extra}
+
+
+# Parameters that name per-task choices (a task's own dev split); a table row spans tasks without them.
+PER_TASK_PARAMS = ("select_train_split", "select_eval_split")
+
+
+def row_definition(rec: dict[str, Any]) -> dict[str, Any]:
+    """The definition without the task: what one row of a tasks-as-columns table (VTAB, few-shot) shares."""
+    defn = {k: v for k, v in definition(rec).items() if k != "task"}
+    defn["params"] = {k: v for k, v in (rec.get("params") or {}).items() if k not in PER_TASK_PARAMS}
+    defn["model"], defn["weights_id"] = rec.get("model"), rec.get("weights_id")
+    return defn
+
+
+def line_definition(rec: dict[str, Any]) -> dict[str, Any]:
+    """The row definition without the shot count: one line of a curve over shots (few-shot)."""
+    defn = row_definition(rec)
+    defn["params"] = {k: v for k, v in defn["params"].items() if k != "shots"}
+    return defn
+
+
+def freeze(obj: Any) -> Any:
+    """A hashable, order-independent stand-in for a JSON value (dicts -> sorted tuples)."""
+    if isinstance(obj, dict):
+        return tuple(sorted((str(k), freeze(v)) for k, v in obj.items()))
+    if isinstance(obj, (list, tuple)):
+        return tuple(freeze(v) for v in obj)
+    return obj
+
+
+class IdMemo:
+    """definition_id(make(rec)) for many records, hashing each distinct definition once: a record's small
+    identifying parts are frozen into a dict key first (cheap), the canonical JSON is built only when new."""
+
+    def __init__(self, make):
+        self.make, self.ids = make, {}
+
+    def __call__(self, rec: dict[str, Any]) -> str:
+        defn = self.make(rec)
+        key = freeze(defn)
+        if key not in self.ids:
+            self.ids[key] = definition_id(defn)
+        return self.ids[key]
+
+
+def definition_id(defn: dict[str, Any]) -> str:
+    """Short hash of a definition: records that differ only by seed share it."""
+    from vitbench.cells import canonical_json
+
+    return hashlib.sha256(canonical_json(defn).encode()).hexdigest()[:8]
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """{'params.shots': 5, 'task.name': 'dtd', ...}; lists are kept as values."""
+    if isinstance(obj, dict):
+        flat: dict[str, Any] = {}
+        for k, v in obj.items():
+            flat.update(flatten(v, f"{prefix}{k}."))
+        return flat
+    return {prefix[:-1]: obj}
+
+
+def differences(defs: dict[str, dict[str, Any]], limit: int = 4) -> dict[str, str]:
+    """For definitions (id -> definition) sharing a visible label: id -> 'field=value; ...' of the fields
+    where they differ (at most `limit`, then '+N more'). One definition -> {id: ''}."""
+    if len(defs) <= 1:
+        return {k: "" for k in defs}
+    flat = {k: flatten(v) for k, v in defs.items()}
+    fields = sorted({f for d in flat.values() for f in d})
+    varying = [f for f in fields if len({repr(d.get(f)) for d in flat.values()}) > 1]
+    out = {}
+    for k, d in flat.items():
+        shown = [f"{f}={_short(d.get(f))}" for f in varying[:limit]]
+        if len(varying) > limit:
+            shown.append(f"+{len(varying) - limit} more")
+        out[k] = "; ".join(shown)
+    return out
+
+
+def _short(value: Any) -> str:
+    text = "absent" if value is None else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
