@@ -6,7 +6,10 @@ Every user error is one line on stderr with exit code 2 (see `main`).
 
 from __future__ import annotations
 
-import os
+from vitbench.threads import quiet_openmp_env
+
+quiet_openmp_env()  # before anything imports torch: OpenMP reads its wait policy once, at load
+
 import signal
 import sys
 import warnings
@@ -49,6 +52,7 @@ ImgOpt = Annotated[Optional[int], typer.Option("--img-size", help="Input resolut
 SeedsOpt = Annotated[Optional[str], typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2.")]
 PosInterpOpt = Annotated[Optional[str], typer.Option("--pos-interp", help="Position-embedding resize at a non-native --img-size: bilinear (Google's, default) or bicubic (timm's).")]
 SkipCorruptOpt = Annotated[bool, typer.Option("--skip-corrupt", help="Skip unreadable images instead of stopping (counted in each record's split provenance).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch and BLAS (default: $OMP_NUM_THREADS if set, else every core this process may use; idle threads sleep: OMP_WAIT_POLICY=PASSIVE unless set). Recorded in each record.")]
 ReportOpt = Annotated[bool, typer.Option("--report/--no-report", help="Write the HTML + CSV report when done.")]
 
 
@@ -99,29 +103,28 @@ def _execute(
     report: bool,
     pos_interp: str | None = None,
     skip_corrupt: bool = False,
-    default_model: str = "vit_b16",
     verbose: bool = False,
+    threads: int | None = None,
 ) -> None:
     from vitbench import fsutil, planner, results
     from vitbench.cells import RunContext
     from vitbench.data import fingerprint
     from vitbench.suites import load_suite
+    from vitbench.threads import check_threads
 
+    threads = check_threads(threads)
     suite = load_suite(suite_name)
-    models = _csv(model) or [suite.defaults.get("model", default_model)]
-    weights = weights or suite.defaults.get("weights", "default")
     methods = planner.resolve_methods(suite, methods)
-    overrides = planner.route_overrides(methods, options)
-    pos_interp = pos_interp or suite.defaults.get("pos_interp", "bilinear")
-    cells = planner.expand(suite, models, methods, weights=weights, tasks=_csv(tasks), overrides=overrides, pos_interp=pos_interp)
-    if cache_dir:
-        os.environ["VITBENCH_CACHE_DIR"] = str(cache_dir)
+    cells = planner.expand(
+        suite, suite.run_models(_csv(model)), methods, weights=suite.run_weights(weights), tasks=_csv(tasks),
+        overrides=planner.route_overrides(methods, options), pos_interp=suite.run_pos_interp(pos_interp),
+    )
     fingerprint.forget()  # look at the data as it is now
     from vitbench.features import forget_splits
 
     forget_splits()
     # --dry-run opens no data: a recorded cell counts as done; a real run also checks the record's data identity
-    check = None if dry_run else (lambda c: _current_data(fingerprint, c, data_root))
+    check = None if dry_run else (lambda c: _current_data(fingerprint, c, data_root, cache_dir))
     the_plan = planner.plan(cells, out_dir, force=force, shard=planner.parse_shard(shard), data_fingerprint=check)
     out.print(
         f"[bold]{suite.name}[/]: {len(the_plan.cells)} cells "
@@ -139,7 +142,8 @@ def _execute(
     fsutil.sweep_stale_temps(default_cache_dir(cache_dir) / "features", default_cache_dir(cache_dir) / "images", recursive=False)
     if the_plan.todo:
         results.ensure_writable(out_dir)
-    ctx = RunContext(data_root=data_root, cache_dir=cache_dir, device=_device(device), skip_corrupt=skip_corrupt)
+    ctx = RunContext(data_root=data_root, cache_dir=cache_dir, device=_device(device), skip_corrupt=skip_corrupt,
+                     num_threads=threads)
     written = run_with_progress(the_plan.todo, out_dir, ctx)
     keys = {c.key for c in the_plan.cells}
     records = [r for r in results.load_records(out_dir) if r["key"] in keys]
@@ -163,10 +167,13 @@ def _execute(
 _UNCHECKED: set[str] = set()
 
 
-def _current_data(fingerprint, cell, data_root) -> str | None:
+def _current_data(fingerprint, cell, data_root, cache_dir=None) -> str | None:
     """The data fingerprint of a recorded cell, or None (record kept) when its data cannot be opened here."""
+    from vitbench import env
+
     try:
-        return fingerprint.cell_data_fingerprint(cell, data_root)
+        with env.cache_dir_scope(cache_dir):  # --cache-dir reaches the sources' caches, as during the run
+            return fingerprint.cell_data_fingerprint(cell, data_root)
     except VitbenchError as exc:
         if cell.task.name not in _UNCHECKED:
             _UNCHECKED.add(cell.task.name)
@@ -204,12 +211,13 @@ def run(
     report: ReportOpt = True,
     pos_interp: PosInterpOpt = None,
     verbose: VerboseOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Run a suite: every task x model x method x params x seed; finished cells are skipped (resume)."""
     options = {"shots": _int_list(shots, "shots", 1), "seeds": _int_list(seeds, "seeds", 0), "img_size": img_size,
                "steps": _pos_int(steps, "steps"), "lr": _positive(lr, "lr")}
     _execute(_suite_or_fail(suite), model, weights, method, tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir,
-             options, report, pos_interp, skip_corrupt, verbose=verbose)
+             options, report, pos_interp, skip_corrupt, verbose=verbose, threads=threads)
 
 
 def _pos_int(value: int | None, name: str) -> int | None:
@@ -249,12 +257,13 @@ def fewshot(
     pos_interp: PosInterpOpt = None,
     report: ReportOpt = True,
     verbose: VerboseOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Few-shot linear evaluation: closed-form ridge on frozen pre-logits to {-1,1}^K targets (big_vision)."""
     options = {"shots": _int_list(shots, "shots", 1), "seeds": _int_list(seeds, "seeds", 0), "l2": _positive(l2, "l2"),
                "l2_select": l2_select, "precision": precision, "img_size": img_size}
     _execute(suite, model, weights, "fewshot", tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, options,
-             report, pos_interp, skip_corrupt, verbose=verbose)
+             report, pos_interp, skip_corrupt, verbose=verbose, threads=threads)
 
 
 @app.command()
@@ -281,6 +290,7 @@ def finetune(
     pos_interp: PosInterpOpt = None,
     report: ReportOpt = True,
     verbose: VerboseOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Full fine-tuning with a new zero-initialised head (paper recipe: SGD 0.9, cosine, clip 1)."""
     options = {
@@ -289,7 +299,7 @@ def finetune(
         "seeds": _int_list(seeds, "seeds", 0), "img_size": img_size,
     }
     _execute(suite, model, weights, "finetune", tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, options,
-             report, pos_interp, skip_corrupt, verbose=verbose)
+             report, pos_interp, skip_corrupt, verbose=verbose, threads=threads)
 
 
 @app.command()
@@ -384,6 +394,7 @@ def _folder_name(name: str) -> str:
 def ls(
     what: Annotated[str, typer.Argument(help="suites | tasks | models | methods")],
     suite: SuiteOpt = None,
+    tags: Annotated[bool, typer.Option("--tags", help="ls models: also list every timm weights tag (imports timm).")] = False,
 ) -> None:
     """List suites, the tasks of a suite (or all suites), the model registry, or the methods and their parameters."""
     from vitbench.suites import available_suites, load_suite
@@ -411,14 +422,15 @@ def ls(
                 table.add_row(s.name, t.name, t.group, str(t.num_classes), t.splits[t.train_split], t.splits[t.test_split], t.metric, sources)
         out.print(table)
     elif what == "models":
-        from vitbench.models import models_table
+        from vitbench.models.registry import models_table
 
-        table = models_table().reset_index()
+        table = models_table(timm_tags=tags).reset_index()
         cols = ["name", "family", "patch_size", "layers", "hidden_size", "mlp_size", "heads", "params_backbone_m",
                 "pretrain_data", "native_resolution", "default_weights", "other_tags"]
         shown = table[[c for c in cols if c in table.columns]].astype(object)
         print_frame(shown.where(shown.notna(), ""),
-                     title="models (`name` or `name.tag`; also timm:<name>, torchvision:<name>, --weights PATH)")
+                     title="models (`name` or `name.tag`; also timm:<name>, torchvision:<name>, --weights PATH)"
+                           + ("" if tags else "; `--tags` lists every timm weights tag"))
     elif what == "methods":
         from vitbench.commands.console import print_methods
 

@@ -11,6 +11,7 @@ the current data's (`vitbench.data.fingerprint`). Exercised by `vitbench run` (w
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.metadata
 import json
 import os
 import platform
@@ -28,6 +29,7 @@ from vitbench.cells import Cell, CellResult
 from vitbench.errors import VitbenchError
 from vitbench.fsutil import atomic_write_json as _atomic_json
 from vitbench.fsutil import safe_name
+from vitbench.threads import thread_settings
 
 # 2: records carry `data_fingerprint` (the identity of the data the number was measured on).
 SCHEMA_VERSION = 2
@@ -182,16 +184,16 @@ def environment() -> dict[str, Any]:
     import torch
 
     versions = {"vitbench": __version__, "python": platform.python_version(), "torch": torch.__version__}
-    for mod in ("timm", "torchvision", "datasets", "numpy", "sklearn"):
-        try:
-            versions[mod] = __import__(mod).__version__
+    for mod, dist in (("timm", "timm"), ("torchvision", "torchvision"), ("datasets", "datasets"), ("numpy", "numpy"),
+                      ("sklearn", "scikit-learn")):
+        try:  # the installed distribution's version: importing sklearn or datasets only to read it costs seconds
+            versions[mod] = sys.modules[mod].__version__ if mod in sys.modules else importlib.metadata.version(dist)
         except Exception:  # noqa: BLE001 - an absent optional module is recorded as absent
             versions[mod] = None
     hardware = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     return {"versions": versions, "git_commit": _git_commit(), "hardware": hardware}
@@ -236,7 +238,7 @@ def make_record(cell: Cell, result: CellResult, wall_time_s: float, device: str,
         "provenance": result.provenance,
         "versions": env["versions"],
         "git_commit": env["git_commit"],
-        "hardware": {**env["hardware"], "device": device},
+        "hardware": {**env["hardware"], "device": device, "threads": thread_settings()},
         "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]) if sys.argv and sys.argv[0] else None,
         "wall_time_s": round(wall_time_s, 3),
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -7,7 +7,8 @@ slice ranges, the label transform and the class count. The identity is:
 - a hub dataset (`hf`, `wds` by id): id, config, revision and the `datasets` library's own fingerprint;
 - local files (`imagefolder`, `vtab1k_folder`, local `parquet`/`disk`/`wds`, `torchvision` roots): a hash of
   (relative path, size, mtime_ns) of every file (`files_stat`, `tree_stat`): replacing a file, even by one of
-  the same size, changes it, without reading image bytes (one `stat` per file).
+  the same size, changes it, without reading image bytes (one `stat` per file);
+- the embedded `digits`: a sha256 of the arrays shipped in the package.
 A cell's data fingerprint (`cell_data_fingerprint`) hashes the fingerprints of the splits it reads; the record
 stores it, and resume counts a record as done only when it equals the current data's
 (`vitbench.planner.plan`). Computed when cells run (memoised per process), not by `--dry-run`.

@@ -10,9 +10,10 @@ Exercised by `vitbench report` and `vitbench compare`.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
+
+from vitbench.hashing import json_sha256
 
 # Fields of a record that define its number besides `cell` (the key payload): a result from another suite or
 # another vitbench release is its own definition, even when the cell payload is the same.
@@ -119,9 +120,7 @@ class IdMemo:
 
 def definition_id(defn: dict[str, Any]) -> str:
     """Short hash of a definition: records that differ only by seed share it."""
-    from vitbench.cells import canonical_json
-
-    return hashlib.sha256(canonical_json(defn).encode()).hexdigest()[:8]
+    return json_sha256(defn, 8)
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
