@@ -3,7 +3,8 @@
 Entry points: the `vitbench` command (see `vitbench --help`) and `vitbench.evaluate(model, suite=...)` (any model
 spec or `nn.Module`; writes records and the report, returns a DataFrame; README "Python API"). Public APIs:
 `vitbench.evaluate`, `vitbench.Preprocess`, `vitbench.models.create`, `vitbench.fewshot.lsr_predict`,
-`vitbench.fewshot.sample_shots`, `vitbench.suites.load_suite`, `vitbench.results.load_records`.
+`vitbench.fewshot.sample_shots`, `vitbench.suites.load_suite`, `vitbench.results.load_records`,
+`vitbench.methods.get_method` (the method registry; one module per method).
 """
 
 __version__ = "0.1.0"
