@@ -1,20 +1,25 @@
-"""Benchmark: few-shot LSR sweep (vitbench vs a scikit-learn RidgeClassifier loop) and feature-cache reuse.
+"""Benchmark: few-shot LSR (vitbench vs big_vision's algorithm written plainly in numpy) and feature-cache reuse.
 
-Run by hand from the repo root:  PYTHONPATH=. python benchmarks/fewshot.py [--threads 2] [--device cuda]
-(a) Synthetic features, K=100 classes, D=768, 10,000 test points, shots 1/5/10/25 x seeds 0/1/2 x 30 l2 values
-    (2^-10..2^19), accuracy for every (shots, seed, l2). vitbench: one float64 factorisation per (shots, seed)
-    and batched float32 prediction GEMMs for all l2 at once; sklearn: RidgeClassifier(alpha=l2).fit + predict
-    per cell on the same hand-standardised float64 features. Prints the agreement of predictions, the GFLOP/s
-    of vitbench's prediction GEMMs beside a plain torch matmul of the same shape, and ends with
-    `ratio_vs_sklearn=<x>`.
+Run by hand from the repo root:  PYTHONPATH=. python benchmarks/fewshot.py [--quick] [--threads 1] [--device cuda]
+(a) Synthetic features like pre-logits, K=100 classes, D=768, shots 1/5/10/25 (dual for 1 and 5 shots, primal
+    for 10 and 25) x seeds, for the default single l2 (1024) and the 30-value grid (2^-10..2^19).
+    Fair baseline: big_vision `big_vision/evaluators/fewshot_lsr.py` in float64 numpy, as plainly as written
+    there: standardise the train subset and the test set, append the bias column, eigh once, then per l2 form
+    W and predict. vitbench: `fewshot.lsr_fit` + `fewshot.classify` (one l2: Cholesky; grid: one eigh), with
+    the standardisation folded into the weights. Each line names its precision (solve / prediction dtype).
+    Baseline and vitbench alternate, `--reps` times; ratios are of medians. Ends with
+    `ratio_vs_fair_single_l2=<x>` and `ratio_vs_fair_grid=<y>` (vitbench float64 vs the float64 baseline, whose
+    predictions must be identical).
 (b) Feature extraction on the embedded digits task with a random-init ViT-Ti/16 at 32 px: a whole sweep
     (4 shots x 3 seeds) extracts each split once; a second run with other seeds does no forward pass.
+`--quick` (about a minute on 2 shared CPU cores): 2,000 test points, seed 0, 3 reps, no part (b).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 
@@ -22,6 +27,9 @@ import numpy as np
 import torch
 
 from vitbench import fewshot as fs
+
+# precision mode -> (solve dtype, prediction dtype), as `vitbench fewshot --precision` maps them
+MODES = {"float64": ("float64", None), "mixed": ("float64", "float32"), "float32": ("float32", None)}
 
 
 def synthetic(k=100, dim=768, per_class=40, n_test=10_000, seed=0):
@@ -39,98 +47,95 @@ def synthetic(k=100, dim=768, per_class=40, n_test=10_000, seed=0):
     return draw(y_train), y_train, draw(y_test), y_test
 
 
-def vitbench_sweep(x_train, y_train, x_test, y_test, shots, seeds, grid, k, device, solve_precision, predict_precision):
-    preds, t_predict, flops = {}, 0.0, 0.0
-    x_test_t = torch.from_numpy(x_test).to(device)
-    for seed in seeds:
-        subsets = fs.sample_shots(y_train, shots, seed, num_classes=k)
-        for n in shots:
-            idx = subsets[n]
-            factors = fs.lsr_factorize(x_train[idx], y_train[idx], k, precision=solve_precision, device=device)
-            if device != "cpu":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            p = fs.lsr_predict_factored(factors, x_test_t, grid, precision=predict_precision)
-            if device != "cpu":
-                torch.cuda.synchronize()
-            t_predict += time.perf_counter() - t0
-            d1, r = factors.lhs.shape
-            lk = len(grid) * k
-            flops += 2 * len(x_test) * min(d1 * r + r * lk, d1 * lk)  # the strategy lsr_predict_factored picks
-            preds[(n, seed)] = p
-    return preds, t_predict, flops
+def fair_baseline(x_train, y_train, x_test, l2_regs, k) -> np.ndarray:
+    """big_vision's fewshot_lsr in float64 numpy: standardise, bias 100, eigh once, W and argmax per l2."""
+    x = x_train.astype(np.float64)
+    mean, std = x.mean(0), x.std(0) + fs.STD_EPS
+    xb = np.pad((x - mean) / std, ((0, 0), (0, 1)), constant_values=fs.BIAS_CONSTANT)
+    xt = np.pad((x_test.astype(np.float64) - mean) / std, ((0, 0), (0, 1)), constant_values=fs.BIAS_CONSTANT)
+    y = 2.0 * np.eye(k)[y_train] - 1.0
+    if len(xb) >= xb.shape[1]:
+        eigs, q = np.linalg.eigh(xb.T @ xb)
+        lhs, rhs = q, q.T @ (xb.T @ y)
+    else:
+        eigs, q = np.linalg.eigh(xb @ xb.T)
+        lhs, rhs = xb.T @ q, q.T @ y
+    return np.stack([np.argmax(xt @ ((lhs / (eigs + l2)) @ rhs), axis=1) for l2 in l2_regs])
 
 
-def sklearn_sweep(x_train, y_train, x_test, shots, seeds, grid, k):
-    from sklearn.linear_model import RidgeClassifier
-
-    preds = {}
-    for seed in seeds:
-        subsets = fs.sample_shots(y_train, shots, seed, num_classes=k)
-        for n in shots:
-            idx = subsets[n]
-            x = x_train[idx].astype(np.float64)
-            mean, std = x.mean(0), x.std(0) + fs.STD_EPS  # by hand, as big_vision (fewshot_and_paper.md §1.5)
-            xs, xt = (x - mean) / std, (x_test.astype(np.float64) - mean) / std
-            preds[(n, seed)] = np.stack(
-                [RidgeClassifier(alpha=l2).fit(xs, y_train[idx]).predict(xt) for l2 in grid]
-            )
-    return preds
+def subsets(y_train, shots, seeds, k):
+    return [(n, s, idx) for s in seeds for n, idx in fs.sample_shots(y_train, shots, s, num_classes=k).items()]
 
 
-def matmul_gflops(m, kdim, n, device, dtype=torch.float32, reps=3):
-    a = torch.randn(m, kdim, device=device, dtype=dtype)
-    b = torch.randn(kdim, n, device=device, dtype=dtype)
-    a @ b
-    if device != "cpu":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    if device != "cpu":
-        torch.cuda.synchronize()
-    return 2 * m * kdim * n * reps / (time.perf_counter() - t0) / 1e9
+def clock() -> float:
+    """Process CPU time with one thread (immune to other jobs sharing the cores), else wall time."""
+    return time.process_time() if torch.get_num_threads() == 1 else time.perf_counter()
 
 
-def part_a(args) -> float:
-    k, dim, n_test = 100, 768, args.n_test
-    shots, seeds, grid = [1, 5, 10, 25], [0, 1, 2], list(fs.DEFAULT_L2_GRID)
-    x_train, y_train, x_test, y_test = synthetic(k, dim, n_test=n_test)
-    print(f"(a) K={k} D={dim} n_test={n_test} shots={shots} seeds={seeds} l2 grid={len(grid)} values; "
-          f"torch threads={torch.get_num_threads()} device={args.device}")
-    results = {}
-    variants = {  # name -> (factorisation precision, prediction precision); the first is the headline
-        "f64 solve, f32 predict": ("float64", "float32"),
-        "f64 solve, f64 predict": ("float64", "float64"),
-        "f32 solve, f32 predict": ("float32", "float32"),
-    }
-    for solve, pred in set(variants.values()):  # warm-up (BLAS/LAPACK initialisation), untimed
-        vitbench_sweep(x_train, y_train, x_test[:500], y_test[:500], [1, 25], [0], grid, k, args.device, solve, pred)
-    for name, (solve, pred) in variants.items():
-        t0 = time.perf_counter()
-        preds, t_pred, flops = vitbench_sweep(x_train, y_train, x_test, y_test, shots, seeds, grid, k, args.device, solve, pred)
-        results[name] = (time.perf_counter() - t0, preds, t_pred, flops)
-        print(f"  vitbench {name:24s} {results[name][0]:7.2f} s  (prediction {t_pred:.2f} s, "
-              f"{flops / 1e9:.0f} GFLOP, {flops / t_pred / 1e9:.1f} GFLOP/s)")
-    ref_gflops = matmul_gflops(n_test, dim + 1, len(grid) * k, args.device)
-    print(f"  plain torch matmul [{n_test}x{dim + 1}]@[{dim + 1}x{len(grid) * k}] float32: {ref_gflops:.1f} GFLOP/s")
-    t0 = time.perf_counter()
-    ref = sklearn_sweep(x_train, y_train, x_test, shots, seeds, grid, k)
-    t_sk = time.perf_counter() - t0
-    print(f"  sklearn RidgeClassifier loop f64 {t_sk:7.2f} s  ({len(ref) * len(grid)} fit + predict)")
-    ratios = {}
-    for name, (t, preds, _, _) in results.items():
-        same = np.mean([np.mean(preds[c] == ref[c]) for c in ref])
-        acc_gap = max(abs(fs.accuracy_per_l2(preds[c], y_test) - fs.accuracy_per_l2(ref[c], y_test)).max() for c in ref)
-        ratios[name] = (t_sk / t, same)
-        print(f"  {name:24s}: identical predictions {100 * same:.4f}%  max |acc diff| {acc_gap:.1e}  "
-              f"speed-up {t_sk / t:.1f}x")
-    first = next(iter(results))
-    accs = {n: np.mean([fs.accuracy_per_l2(results[first][1][(n, s)], y_test).max() for s in seeds]) for n in shots}
-    print("  best-l2 accuracy per shots (sanity):", {n: round(float(a), 3) for n, a in accs.items()})
-    ratio, same = ratios[first]
-    print(f"  headline: {first} ({100 * same:.4f}% identical to sklearn)")
-    return ratio
+def run_fair(data, cells, l2_regs, k):
+    x_train, y_train, x_test, _ = data
+    t0 = clock()
+    preds = {(n, s): fair_baseline(x_train[idx], y_train[idx], x_test, l2_regs, k) for n, s, idx in cells}
+    return clock() - t0, preds
+
+
+def run_vitbench(data, cells, l2_regs, k, mode, device):
+    x_train, y_train, x_test, _ = data
+    solve, predict = MODES[mode]
+    preds, solvers, redone = {}, set(), 0
+    sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
+    t0 = clock()
+    for n, s, idx in cells:
+        clf = fs.lsr_fit(x_train[idx], y_train[idx], k, l2_regs, precision=solve, predict_precision=predict, device=device)
+        preds[(n, s)] = fs.classify(clf, x_test)
+        solvers.add(clf.solver.split(" ", 1)[1])
+        solvers.add(f"{'certified float32' if clf.fast is not None else str(clf.weight.dtype)[6:]} prediction GEMM")
+        redone += clf.rechecked
+    sync()
+    t = clock() - t0
+    if redone:
+        solvers.add(f"{100 * redone / (len(x_test) * len(cells) * len(l2_regs)):.2f}% of (row, l2) redone in float64")
+    return t, preds, solvers
+
+
+def part_a(args) -> tuple[float, float]:
+    k, dim = 100, 768
+    shots, seeds = [1, 5, 10, 25], ([0] if args.quick else [0, 1, 2])
+    data = synthetic(k, dim, n_test=args.n_test or (2_000 if args.quick else 10_000))
+    cells = subsets(data[1], shots, seeds, k)
+    reps = args.reps or (3 if args.quick else 5)
+    print(f"(a) K={k} D={dim} n_test={len(data[2])} shots={shots} seeds={seeds}; {reps} interleaved reps; "
+          f"torch threads={torch.get_num_threads()} device={args.device}; times are "
+          f"{'process CPU seconds' if torch.get_num_threads() == 1 else 'wall seconds'}", flush=True)
+    headline = {}
+    for label, l2_regs in (("single l2 (1024)", [fs.DEFAULT_L2]), ("30-value grid", list(fs.DEFAULT_L2_GRID))):
+        run_fair(data, cells[:1], l2_regs, k), run_vitbench(data, cells[:1], l2_regs, k, "float64", args.device)  # warm-up
+        times: dict[str, list[float]] = {"fair": [], **{m: [] for m in MODES}}
+        preds, solvers = {}, {}
+        for rep in range(reps):
+            order = ["fair", *MODES] if rep % 2 == 0 else [*MODES][::-1] + ["fair"]  # alternate: drifting load cancels
+            for name in order:
+                if name == "fair":
+                    t, p = run_fair(data, cells, l2_regs, k)
+                else:
+                    t, p, solvers[name] = run_vitbench(data, cells, l2_regs, k, name, args.device)
+                times[name].append(t)
+                preds.setdefault(name, p)
+        fair = statistics.median(times["fair"])
+        print(f"  {label}: fair baseline, numpy float64 (solve and predict): median {fair:.2f} s "
+              f"(runs {', '.join(f'{t:.2f}' for t in times['fair'])})")
+        for mode, (solve, predict) in MODES.items():
+            t = statistics.median(times[mode])
+            same = np.mean([np.mean(preds[mode][c] == preds["fair"][c]) for c in preds["fair"]])
+            print(f"    vitbench --precision {mode:7s} (solve {solve}, predict {predict or solve}; "
+                  f"{'; '.join(sorted(solvers[mode]))}): median {t:.2f} s, {fair / t:.2f}x, "
+                  f"identical predictions {100 * same:.4f}%")
+        headline[label] = fair / statistics.median(times["float64"])
+        same64 = all(np.array_equal(preds["float64"][c], preds["fair"][c]) for c in preds["fair"])
+        print(f"    float64 predictions identical to the fair baseline: {same64}")
+    acc = {n: np.mean([fs.accuracy_per_l2(preds["float64"][(n, s)], data[3]).max() for s in seeds]) for n in shots}
+    print("  best-l2 accuracy per shots (sanity):", {n: round(float(a), 3) for n, a in acc.items()})
+    return headline["single l2 (1024)"], headline["30-value grid"]
 
 
 def part_b(args) -> None:
@@ -164,19 +169,21 @@ def part_b(args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--n-test", type=int, default=10_000)
+    ap.add_argument("--quick", action="store_true", help="2,000 test points, 1 seed, 3 reps, no part (b)")
+    ap.add_argument("--n-test", type=int, default=None)
+    ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--skip-b", action="store_true")
-    ap.add_argument("--threads", type=int, default=None, help="torch and BLAS threads (default: all cores)")
+    ap.add_argument("--threads", type=int, default=1, help="torch and numpy BLAS threads (default 1: stable timings)")
     args = ap.parse_args()
-    if args.threads:
-        from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits
 
-        torch.set_num_threads(args.threads)
-        threadpool_limits(args.threads)
-    ratio = part_a(args)
-    if not args.skip_b:
+    torch.set_num_threads(args.threads)
+    threadpool_limits(args.threads)
+    single, grid = part_a(args)
+    if not (args.skip_b or args.quick):
         part_b(args)
-    print(f"ratio_vs_sklearn={ratio:.2f}")
+    print(f"ratio_vs_fair_single_l2={single:.2f}")
+    print(f"ratio_vs_fair_grid={grid:.2f}")
 
 
 if __name__ == "__main__":

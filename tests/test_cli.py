@@ -44,7 +44,7 @@ def test_smoke_pipeline_end_to_end_then_resume(workdir, capsys):
     assert (workdir / "reports" / "fast_smoke" / "index.html").is_file()
     recs = [json.loads(p.read_text()) for p in files]
     for rec in recs:
-        assert rec["schema_version"] == 1 and rec["random_init"] is True and rec["weights_sha256"]
+        assert rec["schema_version"] == 2 and rec["data_fingerprint"] and rec["random_init"] is True and rec["weights_sha256"]
         assert rec["provenance"]["test"]["n"] == 597 and rec["versions"]["timm"]
         assert 0.0 <= rec["metrics"]["top1"] <= 1.0
     finetuned = next(r for r in recs if r["method"] == "finetune")

@@ -2,8 +2,12 @@
 (webp/cls), vtab-1k folder, ImageFolder; offline and corrupt-image errors."""
 
 import io
+import os
+import subprocess
+import sys
 import tarfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,6 +52,27 @@ def test_digits_source():
     assert train.provenance["ranges"] == [{"split": "all", "start": 0, "stop": 1200}]
     assert train.fingerprint != test.fingerprint
     assert load_split(task, "train").fingerprint == train.fingerprint
+
+
+def test_digits_ship_with_the_package_and_load_without_sklearn():
+    code = ("import sys; from vitbench.data.sources.digits import digits_arrays; x, y = digits_arrays(); "
+            "assert x.shape == (1797, 8, 8, 3) and y.shape == (1797,); print('sklearn' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_digits_arrays_equal_sklearn_load_digits():
+    datasets = pytest.importorskip("sklearn.datasets")
+    from vitbench.data.sources.digits import digits_arrays, digits_raw
+
+    d = datasets.load_digits()
+    images, target = digits_raw()
+    assert np.array_equal(images, d.images) and np.array_equal(target, d.target)
+    rgb, labels = digits_arrays()
+    expected = np.clip(np.rint(d.images * 255.0 / 16.0), 0, 255).astype(np.uint8)  # the pre-copy conversion
+    assert np.array_equal(rgb, np.repeat(expected[..., None], 3, axis=-1))
+    assert labels.dtype == np.int64 and np.array_equal(labels, d.target)
 
 
 def _hf_dict(n_train=12, n_test=5):

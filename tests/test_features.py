@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from vitbench import features
+from vitbench import features, fsutil
 from vitbench.cells import RunContext
 from vitbench.data.base import ImageSplit
 from vitbench.data.transforms import normalize, preprocessing_for, resized_images
@@ -105,7 +105,7 @@ def test_partial_or_corrupt_cache_is_rebuilt(ctx, damage):
         raw = bytearray(path.read_bytes())
         raw[-5] ^= 0xFF
         path.write_bytes(bytes(raw))
-        features._VERIFIED.clear()  # as in a fresh process
+        fsutil.forget_verified()  # as in a fresh process
     elif damage == "drop_sidecar":
         meta.unlink()
     else:

@@ -87,11 +87,13 @@ def test_run_cell_on_a_tiny_vtab_shaped_task(name, tmp_path):
     assert planner.plan(cells, tmp_path).todo == []  # resume: every cell is done
 
 
-# Keys of smoke cells computed with the code before the method interface existed (protocol version 1).
+# Keys of smoke cells computed with the code before the method interface existed (protocol version 1); the
+# fine-tuning key changed once since, on purpose: its batches now come from a repeated shuffled stream
+# (`sampling = "stream"`), which changes the numbers.
 PINNED_SMOKE_KEYS = {
     ("fewshot", 1, 0): "291b31692bdf1c1dbbd2",
     ("fewshot", 25, 2): "72145569b963c686caf6",
-    ("finetune", None, 0): "76e781e310c0f885a909",
+    ("finetune", None, 0): "6b2fb7333c260e53f172",
 }
 
 

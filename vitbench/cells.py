@@ -112,7 +112,7 @@ class RunContext:
     cache_dir: Path | None = None
     device: str = "cpu"
     eval_batch_size: int = 128
-    num_threads: int | None = None
+    num_threads: int | None = None  # torch + BLAS threads, applied by planner.execute; None: threads.default_threads()
     progress: ProgressFn = no_progress
     skip_corrupt: bool = False
 

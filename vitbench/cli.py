@@ -6,9 +6,14 @@ Every user error is one line on stderr with exit code 2 (see `main`).
 
 from __future__ import annotations
 
+from vitbench.threads import quiet_openmp_env
+
+quiet_openmp_env()  # before anything imports torch: OpenMP reads its wait policy once, at load
+
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -48,6 +53,7 @@ ImgOpt = Annotated[Optional[int], typer.Option("--img-size", help="Input resolut
 SeedsOpt = Annotated[Optional[str], typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2.")]
 PosInterpOpt = Annotated[Optional[str], typer.Option("--pos-interp", help="Position-embedding resize at a non-native --img-size: bilinear (Google's, default) or bicubic (timm's).")]
 SkipCorruptOpt = Annotated[bool, typer.Option("--skip-corrupt", help="Skip unreadable images instead of stopping (counted in each record's split provenance).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch and BLAS (default: $OMP_NUM_THREADS if set, else every core this process may use; idle threads sleep: OMP_WAIT_POLICY=PASSIVE unless set). Recorded in each record.")]
 ReportOpt = Annotated[bool, typer.Option("--report/--no-report", help="Write the HTML + CSV report when done.")]
 
 
@@ -100,11 +106,15 @@ def _execute(
     skip_corrupt: bool = False,
     default_model: str = "vit_b16",
     verbose: bool = False,
+    threads: int | None = None,
 ) -> None:
-    from vitbench import planner, results
+    from vitbench import fsutil, planner, results
     from vitbench.cells import RunContext
+    from vitbench.data import fingerprint
     from vitbench.suites import load_suite
+    from vitbench.threads import check_threads
 
+    threads = check_threads(threads)
     suite = load_suite(suite_name)
     models = _csv(model) or [suite.defaults.get("model", default_model)]
     weights = weights or suite.defaults.get("weights", "default")
@@ -112,19 +122,33 @@ def _execute(
     overrides = planner.route_overrides(methods, options)
     pos_interp = pos_interp or suite.defaults.get("pos_interp", "bilinear")
     cells = planner.expand(suite, models, methods, weights=weights, tasks=_csv(tasks), overrides=overrides, pos_interp=pos_interp)
-    the_plan = planner.plan(cells, out_dir, force=force, shard=planner.parse_shard(shard))
+    if cache_dir:
+        os.environ["VITBENCH_CACHE_DIR"] = str(cache_dir)
+    fingerprint.forget()  # look at the data as it is now
+    from vitbench.features import forget_splits
+
+    forget_splits()
+    # --dry-run opens no data: a recorded cell counts as done; a real run also checks the record's data identity
+    check = None if dry_run else (lambda c: _current_data(fingerprint, c, data_root))
+    the_plan = planner.plan(cells, out_dir, force=force, shard=planner.parse_shard(shard), data_fingerprint=check)
     out.print(
         f"[bold]{suite.name}[/]: {len(the_plan.cells)} cells "
         f"({len(the_plan.todo)} to run, {len(the_plan.done)} already done) -> {out_dir}"
     )
     if dry_run:
         print_plan(the_plan, verbose=verbose)
+        if the_plan.done:
+            out.print("(--dry-run counts recorded cells as done without opening the data; a run also checks that "
+                      "each record was measured on the current data and reruns it otherwise)")
         return
+    fsutil.sweep_stale_temps(out_dir)  # temp files of killed runs (their pid is gone)
+    from vitbench.features import default_cache_dir
+
+    fsutil.sweep_stale_temps(default_cache_dir(cache_dir) / "features", default_cache_dir(cache_dir) / "images", recursive=False)
     if the_plan.todo:
         results.ensure_writable(out_dir)
-    if cache_dir:
-        os.environ["VITBENCH_CACHE_DIR"] = str(cache_dir)
-    ctx = RunContext(data_root=data_root, cache_dir=cache_dir, device=_device(device), skip_corrupt=skip_corrupt)
+    ctx = RunContext(data_root=data_root, cache_dir=cache_dir, device=_device(device), skip_corrupt=skip_corrupt,
+                     num_threads=threads)
     written = run_with_progress(the_plan.todo, out_dir, ctx)
     keys = {c.key for c in the_plan.cells}
     records = [r for r in results.load_records(out_dir) if r["key"] in keys]
@@ -140,16 +164,29 @@ def _execute(
     if report and records:
         from vitbench.report import build_report
 
-        paths = build_report(records, DEFAULT_REPORTS / suite.name, title=f"vitbench: {suite.name}", analysis=analysis)
+        paths = build_report(records, DEFAULT_REPORTS / fsutil.safe_name(suite.name, "suite name"), title=f"vitbench: {suite.name}", analysis=analysis)
         out.print(f"report: {paths['html']}  (CSV: {paths['csv']}; this run's {len(records)} cells; "
                   f"`vitbench report {out_dir}` covers the whole folder)")
 
 
+_UNCHECKED: set[str] = set()
+
+
+def _current_data(fingerprint, cell, data_root) -> str | None:
+    """The data fingerprint of a recorded cell, or None (record kept) when its data cannot be opened here."""
+    try:
+        return fingerprint.cell_data_fingerprint(cell, data_root)
+    except VitbenchError as exc:
+        if cell.task.name not in _UNCHECKED:
+            _UNCHECKED.add(cell.task.name)
+            warnings.warn(f"task {cell.task.name!r}: its data cannot be opened ({exc}); its records are kept "
+                          "without checking that they were measured on the current data")
+        return None
 
 
 def _positive(value: float | None, name: str) -> float | None:
-    if value is not None and not value > 0:
-        raise VitbenchError(f"--{name} must be > 0, got {value}")
+    if value is not None and not 0 < value < float("inf"):
+        raise VitbenchError(f"--{name} must be a finite number > 0, got {value}")
     return value
 
 
@@ -176,12 +213,13 @@ def run(
     report: ReportOpt = True,
     pos_interp: PosInterpOpt = None,
     verbose: VerboseOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Run a suite: every task x model x method x params x seed; finished cells are skipped (resume)."""
     options = {"shots": _int_list(shots, "shots", 1), "seeds": _int_list(seeds, "seeds", 0), "img_size": img_size,
                "steps": _pos_int(steps, "steps"), "lr": _positive(lr, "lr")}
     _execute(_suite_or_fail(suite), model, weights, method, tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir,
-             options, report, pos_interp, skip_corrupt, verbose=verbose)
+             options, report, pos_interp, skip_corrupt, verbose=verbose, threads=threads)
 
 
 def _pos_int(value: int | None, name: str) -> int | None:
@@ -221,12 +259,13 @@ def fewshot(
     pos_interp: PosInterpOpt = None,
     report: ReportOpt = True,
     verbose: VerboseOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Few-shot linear evaluation: closed-form ridge on frozen pre-logits to {-1,1}^K targets (big_vision)."""
     options = {"shots": _int_list(shots, "shots", 1), "seeds": _int_list(seeds, "seeds", 0), "l2": _positive(l2, "l2"),
                "l2_select": l2_select, "precision": precision, "img_size": img_size}
     _execute(suite, model, weights, "fewshot", tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, options,
-             report, pos_interp, skip_corrupt, verbose=verbose)
+             report, pos_interp, skip_corrupt, verbose=verbose, threads=threads)
 
 
 @app.command()
@@ -253,6 +292,7 @@ def finetune(
     pos_interp: PosInterpOpt = None,
     report: ReportOpt = True,
     verbose: VerboseOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Full fine-tuning with a new zero-initialised head (paper recipe: SGD 0.9, cosine, clip 1)."""
     options = {
@@ -261,7 +301,7 @@ def finetune(
         "seeds": _int_list(seeds, "seeds", 0), "img_size": img_size,
     }
     _execute(suite, model, weights, "finetune", tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, options,
-             report, pos_interp, skip_corrupt, verbose=verbose)
+             report, pos_interp, skip_corrupt, verbose=verbose, threads=threads)
 
 
 @app.command()
@@ -280,7 +320,7 @@ def report(
     records = results.load_records(results_dir)
     if not records:
         raise VitbenchError(f"no result records in {str(results_dir)!r}; run `vitbench run --suite smoke` first or pass the folder holding *.json records")
-    target = output or DEFAULT_REPORTS / (results_dir.resolve().name or "report")
+    target = output or DEFAULT_REPORTS / _folder_name(results_dir.resolve().name or "report")
     suites = ", ".join(sorted({str(r.get("suite")) for r in records}))
     a = analyse(records)
     paths = build_report(records, target, title=title or f"vitbench report: {suites} ({results_dir})", analysis=a)
@@ -341,6 +381,15 @@ def compare(
               f"{only_a} only in A, {only_b} only in B")
     if flagged:
         raise typer.Exit(1)
+
+
+def _folder_name(name: str) -> str:
+    from vitbench.fsutil import safe_name
+
+    try:
+        return safe_name(name)
+    except VitbenchError:
+        return "report"
 
 
 @app.command("ls")
@@ -460,10 +509,15 @@ def _parser_exceptions() -> tuple[tuple, tuple, tuple]:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors become one line on stderr and exit code 2; never a traceback."""
+    from vitbench.fsutil import is_disk_full
+
     aborts, exits, usage = _parser_exceptions()
     # A process started in the background by a non-interactive shell inherits SIGINT as ignored; restore
     # Python's handler so `kill -INT` (and Ctrl-C) stop a run cleanly with exit code 130.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    # SIGTERM (SLURM, docker, Kubernetes) unwinds like Ctrl-C: temp files are removed on the way out, exit 143.
+    previous_term = signal.signal(signal.SIGTERM, _raise_terminated)
+    warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"
     try:
         rv = app(args=argv, standalone_mode=False)
         if isinstance(rv, int) and not isinstance(rv, bool) and rv:  # typer turns Ctrl-C into a returned 130
@@ -473,6 +527,16 @@ def main(argv: list[str] | None = None) -> int:
     except VitbenchError as exc:
         err.print(Text("error: ", style="bold red") + Text(str(exc)), highlight=False, soft_wrap=True)
         return exc.exit_code
+    except Terminated:
+        err.print("terminated (SIGTERM); records already written are kept, temporary files removed")
+        return 143
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        where = Path(exc.filename).parent if exc.filename else Path.cwd()
+        err.print(Text(f"error: no space left in {where} ({exc.strerror}); free space there or write elsewhere "
+                       "(--out, --output, --cache-dir); records already written are kept"), highlight=False, soft_wrap=True)
+        return 2
     except aborts:
         err.print("interrupted; records already written are kept")
         return 130
@@ -485,7 +549,17 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         err.print(f"error: {' '.join(str(message).split())} (see `vitbench --help`)", highlight=False, soft_wrap=True, markup=False)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
     return 0
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM so that `finally` blocks remove temp files before exiting."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
 
 
 if __name__ == "__main__":

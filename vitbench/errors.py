@@ -17,6 +17,10 @@ class VitbenchError(Exception):
     exit_code = 2
 
 
+class CellFailed(VitbenchError):
+    """A cell ran but produced no trustworthy number (e.g. training diverged); nothing is recorded for it."""
+
+
 def closest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
     """The `n` names in `choices` closest to `name` (difflib ratio), best first."""
     choices = list(choices)

@@ -18,7 +18,6 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,13 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from vitbench import fsutil
 from vitbench.cells import RunContext, canonical_json
 from vitbench.errors import VitbenchError
 
 FEATURE_CACHE_VERSION = 1
 # Instrumentation for tests and benchmarks: batches / images that went through a backbone in this process.
 COUNTERS: dict[str, int] = {"forward_batches": 0, "forward_images": 0, "extractions": 0, "cache_hits": 0, "rebuilt": 0}
-_VERIFIED: dict[str, tuple[int, int]] = {}  # path -> (size, mtime_ns) whose hash was checked in this process
 
 
 def reset_counters() -> None:
@@ -109,14 +108,6 @@ def feature_key(model, split, prep, *, split_name: str, model_name: str = "", ta
     return FeatureKey(sha, prep.to_dict(), split.fingerprint, split_name, model_name, task_name)
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _meta_path(npy: Path) -> Path:
     return npy.with_suffix(".json")
 
@@ -139,11 +130,8 @@ def load_cached(npy: Path, key: FeatureKey) -> tuple[np.ndarray | None, str]:
         return None, f"array unreadable ({type(exc).__name__}: {exc})"
     if list(array.shape) != meta.get("shape") or array.dtype != np.float32 or stat.st_size != meta.get("bytes"):
         return None, f"array shape/size {list(array.shape)}/{stat.st_size} differs from the sidecar (truncated?)"
-    stamp = (stat.st_size, stat.st_mtime_ns)
-    if _VERIFIED.get(str(npy)) != stamp:
-        if _file_sha256(npy) != meta.get("sha256"):
-            return None, "content hash differs from the sidecar (corrupt file)"
-        _VERIFIED[str(npy)] = stamp
+    if not fsutil.hash_matches(npy, meta.get("sha256")):  # hashed once per process per file version
+        return None, "content hash differs from the sidecar (corrupt file)"
     return array, ""
 
 
@@ -155,17 +143,8 @@ def _remove(*paths: Path) -> None:
             pass
 
 
-def _atomic_json(path: Path, payload: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=1, sort_keys=True, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _run_backbone(model, split, prep, ctx: RunContext, out: np.ndarray, description: str) -> None:
-    """Eval preprocessing + `forward_features` over the whole split in order, written into `out`."""
+def _run_backbone(model, split, prep, ctx: RunContext, out: fsutil.NpyWriter, description: str) -> None:
+    """Eval preprocessing + `forward_features` over the whole split in order, appended to `out`."""
     from vitbench.data.transforms import normalize, resized_images
 
     images = resized_images(split, prep, cache_dir=default_cache_dir(ctx.cache_dir) / "images", progress=ctx.progress)
@@ -177,7 +156,7 @@ def _run_backbone(model, split, prep, ctx: RunContext, out: np.ndarray, descript
             pixels = torch.from_numpy(np.array(images[start:start + batch]))  # copy out of the read-only memmap
             # uint8 goes to the device and is normalised there: a quarter of the bytes of float input
             feats = model.forward_features(normalize(pixels.to(ctx.device, non_blocking=True), prep))
-            out[start:start + len(pixels)] = feats.float().cpu().numpy()
+            out.write(feats.float().cpu().numpy())
             COUNTERS["forward_batches"] += 1
             COUNTERS["forward_images"] += len(pixels)
             ctx.progress(description, min(n, start + batch), n)
@@ -197,39 +176,34 @@ def load_or_extract(
     if why:
         warnings.warn(f"feature cache {npy} is invalid ({why}); rebuilding it", stacklevel=2)
         COUNTERS["rebuilt"] += 1
-        _remove(npy, _meta_path(npy))
+        try:
+            _remove(npy, _meta_path(npy))
+        except OSError as exc:
+            raise VitbenchError(
+                f"feature cache {npy} is invalid ({why}) and cannot be removed ({exc.strerror}); "
+                "delete it, or pass --cache-dir / set VITBENCH_CACHE_DIR to a writable folder"
+            ) from None
+    shape = (len(split), int(model.num_features))
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=npy.name + ".tmp-", dir=folder)
-        os.close(fd)
-    except OSError as exc:
+        writer = fsutil.NpyWriter(npy, np.float32, shape, what="the feature cache")
+    except OSError as exc:  # read-only or unwritable (a full disk is DiskFull, a VitbenchError)
         raise VitbenchError(
             f"cannot write the feature cache in {folder} ({exc.strerror}); "
             "pass --cache-dir or set VITBENCH_CACHE_DIR to a writable folder"
         ) from None
-    tmp = Path(tmp_name)
-    try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(split), int(model.num_features)))
+    with writer:
         label = " ".join(p for p in (model_name, task_name, split_name) if p)
-        _run_backbone(model, split, prep, ctx, out, f"features {label}".strip())
-        out.flush()
-        del out
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, npy)
-    except BaseException:
-        _remove(tmp)
-        raise
+        _run_backbone(model, split, prep, ctx, writer, f"features {label}".strip())
+        digest = writer.commit()
     COUNTERS["extractions"] += 1
     stat = npy.stat()
     meta = {
         "version": FEATURE_CACHE_VERSION, "key": key.digest, "weights_sha256": key.weights_sha256,
         "preprocessing": key.preprocessing, "split_fingerprint": key.split_fingerprint, "split": key.split,
-        "model": key.model, "task": key.task, "shape": [len(split), int(model.num_features)], "dtype": "float32",
-        "bytes": stat.st_size, "sha256": _file_sha256(npy), "weights_id": (model.weights_info or {}).get("weights_id"),
+        "model": key.model, "task": key.task, "shape": list(shape), "dtype": "float32",
+        "bytes": stat.st_size, "sha256": digest, "weights_id": (model.weights_info or {}).get("weights_id"),
     }
-    _atomic_json(_meta_path(npy), meta)
-    _VERIFIED[str(npy)] = (stat.st_size, stat.st_mtime_ns)
+    fsutil.atomic_write_json(_meta_path(npy), meta, indent=1, what="the feature cache sidecar")  # last: marks complete
     return Features(np.load(npy, mmap_mode="r"), npy, key, hit=False, rebuilt_reason=why)
 
 
@@ -265,6 +239,11 @@ def memo_split(task, split_name: str, data_root, skip_corrupt: bool):
 def clear_memo() -> None:
     """Forget the model and splits kept between cells (tests; or after the data on disk changed)."""
     memo_model.cache_clear()
+    memo_split.cache_clear()
+
+
+def forget_splits() -> None:
+    """Forget the splits kept between cells: each `vitbench run` reads the data as it is when it starts."""
     memo_split.cache_clear()
 
 
@@ -361,5 +340,5 @@ def clear_feature_cache(cache_dir: str | Path | None = None, *, model: str = "",
     for stray in folder.glob("*.json"):  # sidecars whose array is gone
         if not stray.with_suffix(".npy").exists() and not (model or task):
             _remove(stray)
-    _VERIFIED.clear()
+    fsutil.forget_verified()
     return count, freed

@@ -10,8 +10,12 @@ that uses them is `vitbench/runners/finetune.py`, the defaults are `vitbench/met
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
-from vitbench.errors import VitbenchError
+import numpy as np
+import torch
+
+from vitbench.errors import CellFailed, VitbenchError
 
 
 def lr_at(step: int, base_lr: float, total_steps: int, warmup_steps: int) -> float:
@@ -45,3 +49,37 @@ def accumulation_steps(batch_size: int, micro_batch: int | None) -> tuple[int, i
         raise VitbenchError(f"micro_batch must be >= 1, got {micro_batch}")
     size = max(d for d in range(1, micro_batch + 1) if batch_size % d == 0)
     return size, batch_size // size
+
+
+SAMPLING = "repeated shuffled stream: ds.repeat().shuffle().batch() as vit_jax (epochs reshuffled, batches cross them)"
+
+
+def batch_stream(n_train: int, batch_size: int, gen: torch.Generator) -> Iterator[np.ndarray]:
+    """Index batches of exactly `batch_size` from an endless stream of shuffled epochs of `n_train` examples.
+
+    vit_jax's input pipeline repeats and shuffles the training split before batching, so a batch may span two
+    epochs, and a batch larger than the split holds examples more than once: every step trains on
+    `batch_size` examples, as the record claims, and each example is seen equally often (+-1 per epoch).
+    """
+    if n_train < 1:
+        raise VitbenchError("the training split is empty; nothing to fine-tune on")
+    order, cursor = torch.randperm(n_train, generator=gen), 0
+    while True:
+        parts, need = [], batch_size
+        while need:
+            if cursor == n_train:
+                order, cursor = torch.randperm(n_train, generator=gen), 0
+            take = min(need, n_train - cursor)
+            parts.append(order[cursor:cursor + take])
+            cursor += take
+            need -= take
+        yield torch.cat(parts).numpy()
+
+
+def check_finite_loss(loss: float, step: int, lr: float) -> None:
+    """A NaN/inf loss means the run diverged: fail the cell (no number is recorded for it)."""
+    if not math.isfinite(loss):
+        raise CellFailed(
+            f"fine-tuning diverged: training loss is {loss} at step {step} (learning rate {lr:g}); "
+            "no record was written for this cell. Lower --lr (or the suite's finetune.lr)"
+        )

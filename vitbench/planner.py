@@ -92,12 +92,14 @@ def expand(
     chosen = [get_method(m) for m in methods]
     selected = suite.select(tasks)
     cells: list[Cell] = []
+    from vitbench.models.registry import check_img_size
     for model in models:
         weights_id = resolve_weights_id(model, weights)
         for method in chosen:
             for task in selected:
                 params = method.resolve(suite, task, overrides.get(method.name))
                 img_size = getattr(params, "img_size", None)
+                check_img_size(model, img_size)  # refused before anything runs
                 for variant in method.expand(params):
                     for seed in method.seeds(params):
                         cells.append(Cell(
@@ -161,19 +163,27 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
-def plan(cells: list[Cell], out_dir: Path, *, force: bool = False, shard: tuple[int, int] | None = None) -> Plan:
-    """Order `cells` after their dependencies and split them into done (a valid record exists) and todo.
+def plan(cells: list[Cell], out_dir: Path, *, force: bool = False, shard: tuple[int, int] | None = None,
+         data_fingerprint: Callable[[Cell], str | None] | None = None) -> Plan:
+    """Order `cells` after their dependencies and split them into done and todo.
 
     `shard` = (i, n) keeps every n-th group of cells by group key: a cell and its dependencies stay together.
+    Done = a valid record with the cell's key exists; with `data_fingerprint` (a cell -> its data's current
+    fingerprint, `vitbench.data.fingerprint.cell_data_fingerprint`, or None when the data cannot be opened),
+    only if the record was measured on that data too. Without it (`--dry-run`) no data is opened.
     """
     cells, group = ordered(cells)
     if shard:
         i, n = shard
         cells = [c for c in cells if int(group[c.key], 16) % n == i - 1]
     p = Plan(cells=cells)
-    done = set() if force else results.done_keys(out_dir, cells)
+    done = {} if force else results.done_records(out_dir, cells)
     for c in cells:
-        (p.done if c.key in done else p.todo).append(c)
+        ok = c.key in done
+        if ok and data_fingerprint is not None:
+            current = data_fingerprint(c)
+            ok = current is None or done[c.key] == current  # None (data absent here): the record stands
+        (p.done if ok else p.todo).append(c)
     return p
 
 
@@ -197,6 +207,9 @@ def execute(
 
     `todo` is in plan order, so the records a cell depends on are on disk before it runs.
     """
+    from vitbench.threads import configure_threads
+
+    configure_threads(ctx.num_threads)  # None: threads.default_threads() (recorded in each record's hardware.threads)
     written = []
     for i, cell in enumerate(todo):
         if on_start:
@@ -212,7 +225,10 @@ def execute(
             deps.append(rec)
         t0 = time.perf_counter()
         result = runner_for(cell.method)(cell, ctx, deps)
-        record = results.make_record(cell, result, time.perf_counter() - t0, ctx.device)
+        from vitbench.data.fingerprint import cell_data_fingerprint
+
+        record = results.make_record(cell, result, time.perf_counter() - t0, ctx.device,
+                                     data_fingerprint=cell_data_fingerprint(cell, ctx.data_root))
         path = results.write_record(out_dir, cell, record)
         written.append((cell, record, path))
         if on_done:

@@ -1,8 +1,10 @@
 """Results store: one JSON record per cell, written atomically, keyed by the cell's content hash.
 
-Layout: `<out>/<suite>/<task>/<method>/<cell key>.json`. A record is valid only if it parses and carries
-`schema_version`, `key` and `metrics`; a half-written temp file (`*.json.tmp-*`) is never read as a record.
-Resume = a valid record with the cell's key exists. Exercised by `vitbench run` (write, resume) and
+Layout: `<out>/<suite>/<task>/<method>/<cell key>.json` (each name checked by `fsutil.safe_name`). A record is
+valid only if it parses and carries `schema_version`, `key` and `metrics`; a half-written temp file
+(`*.json.tmp-*`) is never read as a record, and a record of a schema this version does not know is skipped with
+a warning (and never overwritten). Resume = a valid record with the cell's key whose `data_fingerprint` equals
+the current data's (`vitbench.data.fingerprint`). Exercised by `vitbench run` (write, resume) and
 `vitbench report` (load). The schema is documented in README.md ("Result records").
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import gc
+import importlib.metadata
 import json
 import os
 import platform
@@ -17,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -24,21 +28,27 @@ from typing import Any
 from vitbench import __version__
 from vitbench.cells import Cell, CellResult
 from vitbench.errors import VitbenchError
+from vitbench.fsutil import atomic_write_json as _atomic_json
+from vitbench.fsutil import safe_name
+from vitbench.threads import thread_settings
 
-SCHEMA_VERSION = 1
+# 2: records carry `data_fingerprint` (the identity of the data the number was measured on).
+SCHEMA_VERSION = 2
+KNOWN_SCHEMAS = (1, 2)  # 1 is read by reports, but never counts as done (it has no data identity)
 REQUIRED_FIELDS = ("schema_version", "key", "metrics", "cell")
 
 
+class UnknownSchema(VitbenchError):
+    """A record written by another (newer) vitbench: never read as if it were ours, never overwritten."""
+
+
 def record_dir(out_dir: Path, cell: Cell) -> Path:
-    return Path(out_dir) / _safe(cell.suite) / _safe(cell.task.name) / cell.method
+    return (Path(out_dir) / safe_name(cell.suite, "suite name") / safe_name(cell.task.name, "task name")
+            / safe_name(cell.method, "method name"))
 
 
 def record_path(out_dir: Path, cell: Cell) -> Path:
     return record_dir(out_dir, cell) / f"{cell.key}.json"
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 def ensure_writable(out_dir: Path) -> Path:
@@ -57,29 +67,7 @@ def ensure_writable(out_dir: Path) -> Path:
 
 def atomic_write_json(path: Path, payload: dict[str, Any]) -> None:
     """Write JSON to a temp file in the same folder, fsync, then rename over `path` (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; records are meant to be shared like any file
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2, sort_keys=True, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    _atomic_json(path, payload, indent=2, what="a result record")
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
@@ -90,29 +78,44 @@ def read_record(path: Path) -> dict[str, Any] | None:
         return None
     if not isinstance(rec, dict) or any(k not in rec for k in REQUIRED_FIELDS):
         return None
+    if rec["schema_version"] not in KNOWN_SCHEMAS:
+        raise UnknownSchema(
+            f"{path}: record schema_version {rec['schema_version']!r} is not one this vitbench reads "
+            f"({', '.join(map(str, KNOWN_SCHEMAS))}); upgrade vitbench, or move the record out of the results folder"
+        )
     return rec
 
 
-def is_done(out_dir: Path, cell: Cell) -> bool:
+def is_done(out_dir: Path, cell: Cell, data_fingerprint: str | None = None) -> bool:
+    """A valid record with the cell's key exists (and, when `data_fingerprint` is given, was measured on that
+    data). A record of an unknown schema raises `UnknownSchema` rather than being recomputed over."""
     rec = read_record(record_path(out_dir, cell))
-    return rec is not None and rec.get("key") == cell.key
+    if rec is None or rec.get("key") != cell.key:
+        return False
+    return data_fingerprint is None or rec.get("data_fingerprint") == data_fingerprint
 
 
-RESUME_INDEX = ".resume-index"  # per record folder: name -> [size, mtime_ns] of records found valid (a cache)
+RESUME_INDEX = ".resume-index"  # per record folder: name -> [size, mtime_ns, data_fingerprint] of valid records
 
 
 def done_keys(out_dir: Path, cells: list[Cell]) -> set[str]:
-    """Keys of `cells` that have a valid record (as `is_done`), fast enough for 100,000 cells.
+    """Keys of `cells` that have a valid record (as `is_done`), fast enough for 100,000 cells."""
+    return set(done_records(out_dir, cells))
+
+
+def done_records(out_dir: Path, cells: list[Cell]) -> dict[str, str | None]:
+    """{key: the record's data_fingerprint} for the `cells` that have a valid record.
 
     One listing per record folder; a listed record is read and checked (parsable, required fields, matching
-    key) unless the folder's resume index says a file of the same size and modification time (ns) was
-    found valid before: any rewrite of a record changes its mtime, so it is read again. The index is only
-    a cache (rebuilt when missing or unreadable, never required) and written atomically.
+    key, a known schema: an unknown one raises `UnknownSchema`) unless the folder's resume index says a file of
+    the same size and modification time (ns) was found valid before: any rewrite of a record changes its
+    mtime, so it is read again. The index is only a cache (rebuilt when missing or unreadable, never
+    required) and written atomically.
     """
     folders: dict[tuple[str, str, str], list[Cell]] = {}
     for c in cells:
         folders.setdefault((c.suite, c.task.name, c.method), []).append(c)
-    done: set[str] = set()
+    done: dict[str, str | None] = {}
     for cs in folders.values():
         folder = str(record_dir(out_dir, cs[0]))
         try:
@@ -120,7 +123,7 @@ def done_keys(out_dir: Path, cells: list[Cell]) -> set[str]:
         except OSError:  # no folder yet: nothing of it is done
             continue
         index = _read_index(folder) if RESUME_INDEX in names else {}
-        fresh: dict[str, list[int]] = {}
+        fresh: dict[str, list] = {}
         settled = time.time_ns() - 2_000_000_000  # younger files are not indexed: a same-tick rewrite keeps mtime
         for c in cs:
             name = f"{c.key}.json"
@@ -131,17 +134,21 @@ def done_keys(out_dir: Path, cells: list[Cell]) -> set[str]:
                 st = os.stat(path)
             except OSError:
                 continue
-            stamp = [st.st_size, st.st_mtime_ns]
-            if index.get(name) == stamp or _valid_record_file(path, c.key):
-                done.add(c.key)
+            known = index.get(name)
+            if isinstance(known, list) and len(known) == 3 and known[:2] == [st.st_size, st.st_mtime_ns]:
+                done[c.key] = known[2]
+                continue
+            valid, fingerprint = _valid_record_file(path, c.key)
+            if valid:
+                done[c.key] = fingerprint
                 if st.st_mtime_ns < settled:
-                    fresh[name] = stamp
+                    fresh[name] = [st.st_size, st.st_mtime_ns, fingerprint]
         if fresh and any(index.get(k) != v for k, v in fresh.items()):
             _write_index(folder, {**index, **fresh})
     return done
 
 
-def _read_index(folder: str) -> dict[str, list[int]]:
+def _read_index(folder: str) -> dict[str, list]:
     try:
         with open(os.path.join(folder, RESUME_INDEX), "rb") as f:
             index = json.loads(f.read())
@@ -150,28 +157,26 @@ def _read_index(folder: str) -> dict[str, list[int]]:
         return {}
 
 
-def _write_index(folder: str, index: dict[str, list[int]]) -> None:
+def _write_index(folder: str, index: dict[str, list]) -> None:
     try:
-        fd, tmp = tempfile.mkstemp(prefix=RESUME_INDEX + ".tmp-", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(index, f, separators=(",", ":"))
-        os.replace(tmp, os.path.join(folder, RESUME_INDEX))
-    except OSError:  # a read-only results folder: the next check reads the records again
-        try:
-            os.unlink(tmp)
-        except (OSError, UnboundLocalError):
-            pass
+        _atomic_json(os.path.join(folder, RESUME_INDEX), index, indent=None, what="the resume index")
+    except (OSError, VitbenchError):  # a read-only or full results folder: the next check reads the records again
+        pass
 
 
-def _valid_record_file(path: str, key: str) -> bool:
-    """`read_record(path)` is a record of `key` (plain os calls: this runs once per cell of a 100k plan)."""
+def _valid_record_file(path: str, key: str) -> tuple[bool, str | None]:
+    """(`read_record(path)` is a record of `key`, its data_fingerprint); plain os calls: once per cell of 100k."""
     try:
         with open(path, "rb") as f:
             data = f.read()
         rec = json.loads(data)
     except (OSError, ValueError):
-        return False
-    return isinstance(rec, dict) and rec.get("key") == key and all(k in rec for k in REQUIRED_FIELDS)
+        return False, None
+    if not (isinstance(rec, dict) and rec.get("key") == key and all(k in rec for k in REQUIRED_FIELDS)):
+        return False, None
+    if rec["schema_version"] not in KNOWN_SCHEMAS:
+        read_record(Path(path))  # raises UnknownSchema: never recomputed over, never counted as ours
+    return True, rec.get("data_fingerprint")
 
 
 @lru_cache(maxsize=1)
@@ -180,16 +185,16 @@ def environment() -> dict[str, Any]:
     import torch
 
     versions = {"vitbench": __version__, "python": platform.python_version(), "torch": torch.__version__}
-    for mod in ("timm", "torchvision", "datasets", "numpy", "sklearn"):
-        try:
-            versions[mod] = __import__(mod).__version__
+    for mod, dist in (("timm", "timm"), ("torchvision", "torchvision"), ("datasets", "datasets"), ("numpy", "numpy"),
+                      ("sklearn", "scikit-learn")):
+        try:  # the installed distribution's version: importing sklearn or datasets only to read it costs seconds
+            versions[mod] = sys.modules[mod].__version__ if mod in sys.modules else importlib.metadata.version(dist)
         except Exception:  # noqa: BLE001 - an absent optional module is recorded as absent
             versions[mod] = None
     hardware = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     return {"versions": versions, "git_commit": _git_commit(), "hardware": hardware}
@@ -211,12 +216,13 @@ def _git_commit() -> str | None:
         return None
 
 
-def make_record(cell: Cell, result: CellResult, wall_time_s: float, device: str) -> dict[str, Any]:
+def make_record(cell: Cell, result: CellResult, wall_time_s: float, device: str, data_fingerprint: str | None = None) -> dict[str, Any]:
     """The JSON record of one finished cell (schema: README.md "Result records")."""
     env = environment()
     return {
         "schema_version": SCHEMA_VERSION,
         "key": cell.key,
+        "data_fingerprint": data_fingerprint,
         "suite": cell.suite,
         "task": cell.task.name,
         "group": cell.task.group,
@@ -233,7 +239,7 @@ def make_record(cell: Cell, result: CellResult, wall_time_s: float, device: str)
         "provenance": result.provenance,
         "versions": env["versions"],
         "git_commit": env["git_commit"],
-        "hardware": {**env["hardware"], "device": device},
+        "hardware": {**env["hardware"], "device": device, "threads": thread_settings()},
         "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]) if sys.argv and sys.argv[0] else None,
         "wall_time_s": round(wall_time_s, 3),
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -257,13 +263,25 @@ def load_records(results_dir: Path) -> list[dict[str, Any]]:
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise VitbenchError(f"results folder {str(results_dir)!r} does not exist; run `vitbench run` first or pass the folder that holds the records")
-    paused = gc.isenabled()
+    records, unknown = [], []
+    was_enabled = gc.isenabled()
     gc.disable()  # parsing allocates millions of acyclic objects: collections would walk them again and again (2x slower)
     try:
-        return [rec for p in iter_record_files(results_dir) if (rec := read_record(p)) is not None]
+        for p in iter_record_files(results_dir):
+            try:
+                rec = read_record(p)
+            except UnknownSchema:
+                unknown.append(p)
+                continue
+            if rec is not None:
+                records.append(rec)
     finally:
-        if paused:
+        if was_enabled:
             gc.enable()
+    if unknown:
+        warnings.warn(f"skipped {len(unknown)} record(s) of an unknown schema_version (e.g. {unknown[0]}); "
+                      "they were written by another vitbench version", stacklevel=2)
+    return records
 
 
 def records_frame(records: list[dict[str, Any]]):

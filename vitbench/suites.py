@@ -206,6 +206,7 @@ def _parse_task(raw: Any, where_file: str, index: int) -> TaskSpec:
     name = raw.get("name")
     where = f"{where_file}: task {name!r}" if isinstance(name, str) else f"{where_file}: tasks[{index}]"
     name = _typed(raw, "name", str, where, required=True)
+    _path_safe(name, f"{where_file}: task name")
     methods = _method_names()
     unknown = sorted(set(raw) - TASK_FIELDS - set(methods))
     if unknown:
@@ -273,6 +274,13 @@ def _check_label_transform(name: str, where: str) -> None:
         raise _fail(where, str(unknown_name("label transform", name, LABEL_TRANSFORMS)))
 
 
+def _path_safe(name: str, what: str) -> None:
+    """Suite and task names become folder names (results, reports, prepared data): refuse unsafe ones early."""
+    from vitbench.fsutil import safe_name
+
+    safe_name(name, what)
+
+
 def parse_suite(raw: dict[str, Any], path: str, default_name: str = "suite") -> Suite:
     """Validate a parsed TOML document into a `Suite`; errors name the file, task and field."""
     methods = _method_names()
@@ -293,8 +301,10 @@ def parse_suite(raw: dict[str, Any], path: str, default_name: str = "suite") -> 
     chosen = defaults.get("methods", methods)
     if not isinstance(chosen, list) or not chosen or any(m not in methods for m in chosen):
         raise _fail(path, f"field 'defaults.methods' must be a list drawn from {methods}, got {chosen!r}")
+    suite_name = _typed(raw, "name", str, path, default=default_name)
+    _path_safe(suite_name, f"{path}: suite name")
     return Suite(
-        name=_typed(raw, "name", str, path, default=default_name),
+        name=suite_name,
         path=path,
         tasks=tasks,
         description=_typed(raw, "description", str, path, default=""),

@@ -81,11 +81,17 @@ def clear(
         out.print("nothing deleted")
         return
     entries = freed = 0
-    if what in ("features", "all"):
-        entries, freed = clear_feature_cache(root, model=model or "", task=task or "")
-    images = root / "images"
-    if what in ("images", "all") and images.is_dir():
-        n, b = _folder_bytes(images)
-        shutil.rmtree(images, ignore_errors=True)
-        entries, freed = entries + n, freed + b
+    try:
+        if what in ("features", "all"):
+            entries, freed = clear_feature_cache(root, model=model or "", task=task or "")
+        images = root / "images"
+        if what in ("images", "all") and images.is_dir():
+            n, b = _folder_bytes(images)
+            shutil.rmtree(images)
+            entries, freed = entries + n, freed + b
+    except OSError as exc:
+        raise VitbenchError(
+            f"cannot delete cached files in {root} ({exc.strerror}: {exc.filename}); the cache folder is read-only "
+            "or not yours: clear it with the owner's rights, or use another --cache-dir"
+        ) from None
     out.print(f"deleted {entries} cached file(s), {_size(freed)} from {root}")

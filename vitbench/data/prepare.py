@@ -10,9 +10,7 @@ sha256 per shard. Afterwards `load_split` reads them offline. `verify_task` rech
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import io
-import json
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +25,7 @@ import pyarrow.parquet as pq
 from vitbench.data.base import decode_image
 from vitbench.data.loader import load_split
 from vitbench.data.prepared import MANIFEST, entry_matches_task, manifest_path, read_manifest
+from vitbench import fsutil
 from vitbench.errors import VitbenchError, unknown_name
 from vitbench.suites import TaskSpec
 
@@ -36,12 +35,7 @@ SHARD_ROWS = 50_000
 CHUNK = 128
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+sha256_file = fsutil.file_sha256  # one implementation of the shard hash
 
 
 def default_prepare_splits(task: TaskSpec) -> list[str]:
@@ -82,16 +76,26 @@ def _write_shard(path: Path, images: list[bytes], labels: list[int], keys: list[
         "label": pa.array(labels, type=pa.int64()),
         "key": pa.array(keys, type=pa.string()),
     })
-    pq.write_table(table, path, compression="none")
+    with fsutil.atomic_output(path, what="a prepared shard") as tmp:
+        pq.write_table(table, tmp, compression="none")
     return {"rows": len(labels), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def prepare_split(task: TaskSpec, split_name: str, task_dir: Path, *, skip_corrupt=False, progress=None, workers=None) -> dict[str, Any]:
     """Materialise one named split into `task_dir/<split>/shard-*.parquet`; returns its manifest entry."""
     split = load_split(task, split_name, data_root=task_dir.parent, use_prepared=False)
-    tmp = task_dir / f".{split_name}.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = fsutil.temp_path(task_dir / split_name)  # a folder; renamed into place when every shard is written
+    try:
+        tmp.mkdir(parents=True)
+        return _fill_split(task, split, split_name, task_dir, tmp, skip_corrupt, progress, workers)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if fsutil.is_disk_full(exc):
+            raise fsutil.disk_full(task_dir, None, f"prepared shards of {task.name}/{split_name}") from None
+        raise
+
+
+def _fill_split(task, split, split_name, task_dir, tmp, skip_corrupt, progress, workers) -> dict[str, Any]:
     shards, buf_img, buf_lab, buf_key = [], [], [], []
     kept, skipped, encodings = [], [], {"source": 0, "png": 0}
     size = 0
@@ -151,9 +155,7 @@ def prepare_split(task: TaskSpec, split_name: str, task_dir: Path, *, skip_corru
 
 
 def write_manifest(task_dir: Path, manifest: dict[str, Any]) -> None:
-    tmp = task_dir / f".{MANIFEST}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str), encoding="utf-8")
-    os.replace(tmp, task_dir / MANIFEST)
+    fsutil.atomic_write_json(task_dir / MANIFEST, manifest, indent=1, what="the prepared-data manifest")
 
 
 def prepare_task(task: TaskSpec, root: Path, splits: list[str] | None = None, *, skip_corrupt=False, progress=None, force=False) -> dict[str, Any]:
@@ -165,6 +167,7 @@ def prepare_task(task: TaskSpec, root: Path, splits: list[str] | None = None, *,
         task_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise VitbenchError(f"cannot create {task_dir} ({exc}); pass a writable --root")
+    fsutil.sweep_stale_temps(task_dir)  # half-written splits of killed prepares
     manifest = read_manifest(root, task.name) or {}
     manifest.update({"format": FORMAT, "task": task.name, "task_spec": task.to_dict()})
     entries = manifest.setdefault("splits", {})

@@ -2,7 +2,10 @@
 
 `vitbench data prepare` (vitbench/data/prepare.py) writes them; `load_split` reads them first, fully
 offline. Shard columns: `image` (encoded bytes: the source's own bytes, or PNG), `label` (int64, label
-transform already applied), `key` (file name or null). Exercised by every `vitbench run` after a prepare.
+transform already applied), `key` (file name or null). Each shard's sha256 is checked against the manifest on
+first use in a process (`fsutil.hash_matches`), so a corrupt shard stops the run with one line pointing to
+`vitbench data verify` / `prepare` instead of feeding wrong labels or images into a number.
+Exercised by every `vitbench run` after a prepare.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vitbench import fsutil
 from vitbench.data.base import ImageSplit, decode_image
 from vitbench.errors import VitbenchError
 from vitbench.suites import TaskSpec
@@ -71,6 +75,18 @@ class _ShardedColumn:
         return [v for t in self.tables for v in t.column(column).to_pylist()]
 
 
+def _check_shard(path: Path, shard: dict[str, Any], task: TaskSpec, split: str, root: Path) -> None:
+    """The shard's bytes hash to the manifest's sha256 (hashed once per process per file version)."""
+    if not fsutil.hash_matches(path, shard.get("sha256")):
+        from vitbench.data.loader import suite_command_hint
+
+        raise VitbenchError(
+            f"prepared shard {path} (task {task.name!r} split {split!r}) does not match its manifest sha256 (corrupt "
+            f"or replaced); check with `vitbench data verify --root {root}` and rebuild with "
+            f"`{suite_command_hint(task, root)} --force`"
+        )
+
+
 def load_prepared_split(task: TaskSpec, split: str, root: Path) -> ImageSplit | None:
     """The prepared copy of `task`/`split` under `root`, or None when there is none (or it is stale)."""
     manifest = read_manifest(root, task.name)
@@ -84,7 +100,15 @@ def load_prepared_split(task: TaskSpec, split: str, root: Path) -> ImageSplit | 
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise VitbenchError(f"prepared task {task.name!r} split {split!r}: shard {missing[0]} is missing; rerun `vitbench data prepare` for it")
-    shards = _ShardedColumn(files)
+    for f, shard in zip(files, entry["shards"]):
+        _check_shard(f, shard, task, split, root)
+    try:
+        shards = _ShardedColumn(files)
+    except (OSError, pa.ArrowException) as exc:
+        raise VitbenchError(
+            f"prepared task {task.name!r} split {split!r}: a shard is unreadable ({type(exc).__name__}); "
+            f"run `vitbench data verify --root {root}` and re-prepare the task with `vitbench data prepare ... --force`"
+        ) from None
     labels = np.asarray(shards.column("label"), dtype=np.int64)
     keys = shards.column("key") if entry.get("has_keys") else None
 

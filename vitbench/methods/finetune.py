@@ -12,6 +12,7 @@ Exercised by `vitbench finetune` and `vitbench run --method finetune`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ TRAIN_CROPS = ("inception", "none")
 LR_SELECT = ("none", "dev")
 # The settings of one training run, written into each record's details["recipe"].
 RECIPE_FIELDS = ("steps", "lr", "batch_size", "warmup_steps", "momentum", "weight_decay", "grad_clip", "train_crop",
-                 "hflip", "micro_batch")
+                 "hflip", "micro_batch", "sampling")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class FinetuneParams(MethodParams):
     lr_select: str = "none"
     select_train_split: str = ""
     select_eval_split: str = ""
+    # Training batches: "stream" = vit_jax's ds.repeat().shuffle().batch(), epochs reshuffled and crossed by
+    # batches, so every step sees batch_size examples even when the split is smaller (`finetune.batch_stream`).
+    sampling: str = "stream"
 
     def check(self, where: str) -> None:
         check_seeds(self.seeds, where)
@@ -56,11 +60,13 @@ class FinetuneParams(MethodParams):
             if not is_int(value) or value < 1:
                 raise VitbenchError(f"{where}: finetune {name} must be a positive integer, got {value!r}")
         lrs = as_list(self.lr)
-        if not lrs or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in lrs):
-            raise VitbenchError(f"{where}: finetune lr must be a positive number or a list of them (a grid), got {self.lr!r}")
+        if not lrs or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf for v in lrs):
+            raise VitbenchError(f"{where}: finetune lr must be a positive finite number or a list of them (a grid), got {self.lr!r}")
         check_preprocessing("squash", self.interpolation, 1.0, where)
         if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
             raise VitbenchError(f"{where}: finetune dropout must be in [0, 1), got {self.dropout!r}")
+        if self.sampling != "stream":
+            raise VitbenchError(f"{where}: finetune sampling must be 'stream' (the only batch sampler), got {self.sampling!r}")
         if self.lr_select not in LR_SELECT:
             raise VitbenchError(f"{where}: finetune lr_select must be 'none' or 'dev', got {self.lr_select!r}")
         if self.train_crop not in TRAIN_CROPS or not isinstance(self.hflip, bool):

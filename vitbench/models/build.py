@@ -22,7 +22,7 @@ from vitbench.models import checkpoints as ckpt
 from vitbench.models.backbone import Backbone, state_dict_sha256
 from vitbench.models.npz import load_bit_npz, npz_kind, vit_npz_to_timm
 from vitbench.models.posembed import recorded_mode
-from vitbench.models.registry import TORCHVISION_VIT_TAGS, ModelRef, hub_weights_id, parse_model_name
+from vitbench.models.registry import TORCHVISION_VIT_TAGS, ModelRef, check_img_size, hub_weights_id, parse_model_name
 
 RANDOM = ("none", "random")
 DEFAULT = (None, "", "default")
@@ -91,6 +91,7 @@ def create(name: str, weights: str | os.PathLike | None = "default", img_size: i
     Google's align-corners zoom, or "bicubic"). `num_classes`: attach a zero-initialised `Linear(D, K)` head.
     """
     recorded_mode(pos_interp)
+    check_img_size(name, img_size)
     ref = parse_model_name(name)
     kind, value = _choice(ref, weights)
     started = time.perf_counter()

@@ -196,6 +196,28 @@ def parse_model_name(name: str) -> ModelRef:
     return ModelRef(name, "timm", info.timm_arch, tag or None, info)
 
 
+def patch_size_of(ref: ModelRef) -> int | None:
+    """The ViT patch size of a parsed model (registry, or `patch<N>` / `_<b|l|h><N>` in the architecture name)."""
+    if ref.info is not None:
+        return ref.info.patch_size
+    import re
+
+    m = re.search(r"patch(\d+)", ref.arch) or (re.match(r"vit_[a-z]_(\d+)$", ref.arch) if ref.library == "torchvision" else None)
+    return int(m.group(1)) if m else None
+
+
+def check_img_size(name: str, img_size: int | None) -> None:
+    """Refuse an input size a ViT cannot tile exactly (timm would silently drop the border pixels)."""
+    if img_size is None:
+        return
+    patch = patch_size_of(parse_model_name(name))
+    if patch and img_size % patch:
+        raise VitbenchError(
+            f"img_size {img_size} is not a multiple of {name}'s patch size {patch}; a ViT would drop the border "
+            f"pixels. Use a multiple of {patch}, e.g. {max(patch, img_size // patch * patch)} or {(img_size // patch + 1) * patch}"
+        )
+
+
 def _timm_has_tag(arch: str, tag: str) -> bool:
     import timm.models
 

@@ -21,9 +21,10 @@ from vitbench.cells import Cell, CellResult, RunContext
 from vitbench.features import clear_memo, load_or_extract, memo_model, memo_split
 
 
-# `precision` -> (factorisation dtype, prediction-GEMM dtype). "mixed" is the fast setting measured in
-# BENCHMARKS.md "Few-shot": float64 eigh + float32 prediction, 99.999% identical to sklearn; float32 for the
-# factorisation too agrees only ~98.6% (ill-conditioned dual Gram matrix at small l2).
+# `precision` -> (solve dtype, prediction-GEMM dtype). "mixed" is float64 solve + float32 prediction, 99.999%
+# identical to sklearn (BENCHMARKS.md "Few-shot"); float32 for the solve too agrees only ~98.5% on the l2 grid
+# (ill-conditioned dual Gram matrix at small l2). "float64" predictions on CPU run as certified float32 GEMMs
+# with float64 for close calls (vitbench/certified_argmax.py): identical to float64, about as fast as "mixed".
 SOLVE_AND_PREDICT = {"float64": ("float64", None), "float32": ("float32", None), "mixed": ("float64", "float32")}
 
 
@@ -80,8 +81,8 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
     short = fs.short_classes(train.labels, shots, k)
     x, y = np.asarray(f_train.array[subset]), train.labels[subset]
     solve_dtype, predict_dtype = SOLVE_AND_PREDICT[precision]
-    factors = fs.lsr_factorize(x, y, k, precision=solve_dtype, device=ctx.device)
-    predictions = fs.lsr_predict_factored(factors, f_test.array, l2_values, precision=predict_dtype)
+    clf = fs.lsr_fit(x, y, k, l2_values, precision=solve_dtype, predict_precision=predict_dtype, device=ctx.device)
+    predictions = fs.classify(clf, f_test.array)
     metric, acc, top1 = _metric_per_l2(task, test, predictions)
     timings["solve_s"] = time.perf_counter() - t0
 
@@ -110,7 +111,8 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
         "l2_select": mode,
         "l2_grid": l2_values,
         "precision": precision,
-        "solver": "primal (eigh of X^T X)" if factors.primal else "dual (eigh of X X^T)",
+        "solver": clf.solver,
+        "prediction": clf.prediction,
         "n_train": int(len(subset)),
         "n_train_split": int(len(train)),
         "n_test": int(len(test)),

@@ -82,7 +82,7 @@ def train_and_score(cell: Cell, ctx: RunContext, recipe: Mapping[str, Any]) -> C
     gen = torch.Generator().manual_seed(cell.seed)
     labels = torch.from_numpy(np.asarray(train_split.labels, dtype=np.int64))
     n_train = len(train_split)
-    order, cursor = torch.randperm(n_train, generator=gen), 0
+    stream = recipe_math.batch_stream(n_train, recipe.batch_size, gen)  # every step sees batch_size examples
     log_every = max(1, recipe.steps // 20)
     loss_curve, running = [], []
     model.train()
@@ -91,17 +91,16 @@ def train_and_score(cell: Cell, ctx: RunContext, recipe: Mapping[str, Any]) -> C
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
-        for _ in range(n_micro):
-            if cursor + micro > n_train:  # reshuffle each epoch; batches never straddle epochs
-                order, cursor = torch.randperm(n_train, generator=gen), 0
-            idx = np.sort(order[cursor : cursor + micro].numpy())  # sorted reads are kinder to the memory map
-            cursor += micro
+        batch_idx = next(stream)
+        for j in range(n_micro):
+            idx = np.sort(batch_idx[j * micro:(j + 1) * micro])  # sorted reads are kinder to the memory map
             batch = torch.from_numpy(train_images[idx]).to(ctx.device)  # fancy indexing copies: writable
             target = labels[idx].to(ctx.device)
             x = train_augment(batch, prep_train, gen)
             loss = F.cross_entropy(model(x), target) / n_micro
             loss.backward()
             running.append(loss.item() * n_micro)
+            recipe_math.check_finite_loss(running[-1], step, lr)
         if recipe.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
         optimizer.step()
@@ -123,6 +122,8 @@ def train_and_score(cell: Cell, ctx: RunContext, recipe: Mapping[str, Any]) -> C
         "train_split": train_name,
         "eval_split": eval_name,
         "epochs": recipe.steps * recipe.batch_size / max(n_train, 1),
+        "examples_seen": recipe.steps * recipe.batch_size,
+        "sampling": recipe_math.SAMPLING,
     }
     provenance = {
         "weights": getattr(model, "weights_info", {}),

@@ -12,6 +12,7 @@ Exercised by `vitbench run` / `vitbench data prepare` on tasks with these source
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -58,15 +59,21 @@ class FileListReader(SourceReader):
         return self.files[split][row][0].name
 
     def identity(self) -> dict[str, Any]:
+        """Listing + (size, mtime_ns) of every file: a replaced image changes it, even at the same size."""
         h = hashlib.sha256()
+        base = str(self.root) + os.sep
         for split in sorted(self.files):
+            lines = []
             for path, label in self.files[split]:
+                p = str(path)  # plain strings and os.stat: this runs once per file of 1M-image folders
                 try:
-                    size = path.stat().st_size
+                    st = os.stat(p)
+                    size, mtime = st.st_size, st.st_mtime_ns
                 except OSError:
-                    size = -1
-                h.update(f"{split}\t{path.relative_to(self.root) if path.is_relative_to(self.root) else path}\t{label}\t{size}\n".encode())
-        return {"kind": self.kind, "id": self.spec.id, "root": str(self.root), "listing_sha256": h.hexdigest()}
+                    size, mtime = -1, -1
+                lines.append(f"{split}\t{p[len(base):] if p.startswith(base) else p}\t{label}\t{size}\t{mtime}\n")
+            h.update("".join(lines).encode())
+        return {"kind": self.kind, "id": self.spec.id, "root": str(self.root), "listing_stat_sha256": h.hexdigest()}
 
 
 class VTAB1kFolderReader(FileListReader):

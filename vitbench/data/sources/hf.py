@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from vitbench.data.base import decode_image
+from vitbench.data.fingerprint import files_stat, tree_stat
 from vitbench.data.sources.base import SourceReader, SourceUnavailable, hub_offline, hub_reachable, local_path, option
 from vitbench.errors import VitbenchError
 
@@ -229,7 +230,7 @@ def open_wds(spec, task, data_root) -> HFReader:
     if not files:
         raise SourceUnavailable(f"no .tar shards under {local}/<split>/")
     files = {s: sorted(v, key=lambda f: (len(Path(f).stem), Path(f).stem)) for s, v in files.items()}
-    return HFReader(spec, _load_local("webdataset", files), "wds", {"files": {s: [Path(f).name for f in v] for s, v in files.items()}})
+    return HFReader(spec, _load_local("webdataset", files), "wds", _local_identity(files))
 
 
 def open_parquet(spec, task, data_root) -> HFReader:
@@ -239,7 +240,7 @@ def open_parquet(spec, task, data_root) -> HFReader:
     files = _find_files(local, "parquet", spec)
     if not files:
         raise SourceUnavailable(f"no .parquet files under {local}")
-    return HFReader(spec, _load_local("parquet", files), "parquet", {"files": {s: [Path(f).name for f in v] for s, v in files.items()}})
+    return HFReader(spec, _load_local("parquet", files), "parquet", _local_identity(files))
 
 
 def open_disk(spec, task, data_root) -> HFReader:
@@ -253,4 +254,10 @@ def open_disk(spec, task, data_root) -> HFReader:
     except Exception as exc:
         raise VitbenchError(f"cannot read save_to_disk folder {local}: {str(exc).splitlines()[0][:300]}") from None
     splits = dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {option(spec, "split_name", "train"): loaded}
-    return HFReader(spec, splits, "disk")
+    return HFReader(spec, splits, "disk", {"tree_stat": tree_stat(local)})
+
+
+def _local_identity(files: dict[str, list[str]]) -> dict[str, Any]:
+    """Names plus (size, mtime_ns) of the local files: replacing one changes the fingerprint."""
+    return {"files": {s: [Path(f).name for f in v] for s, v in files.items()},
+            "files_stat": {s: files_stat(v) for s, v in files.items()}}

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from vitbench.data.fingerprint import files_stat, tree_stat
 from vitbench.data.sources.base import SourceReader, SourceUnavailable, hub_offline, option
 from vitbench.errors import VitbenchError
 
@@ -124,7 +125,19 @@ class TorchvisionReader(SourceReader):
             "kind": "torchvision", "id": self.spec.id, "torchvision": torchvision.__version__,
             "kwargs": option(self.spec, "kwargs", {}), "sizes": self.split_sizes(),
             "caveat": option(self.spec, "caveat", "row order is torchvision's, not TFDS's"),
+            "files_stat": self._files_stat(),
         }
+
+    def _files_stat(self) -> dict[str, Any]:
+        """(size, mtime_ns) of the image files when the dataset lists them, else of its whole root folder."""
+        out = {}
+        for split in sorted(self.datasets):
+            files = self._files(split)
+            if files is not None:
+                out[split] = files_stat(Path(f[0] if isinstance(f, tuple) else f) for f in files)
+            else:
+                out[split] = tree_stat(getattr(self.datasets[split], "root", ""))
+        return out
 
 
 def open_torchvision(spec, task, data_root) -> TorchvisionReader:
