@@ -97,17 +97,36 @@ def line_definition(rec: dict[str, Any], row: dict[str, Any] | None = None) -> d
     return line
 
 
-def record_ids(rec: dict[str, Any]) -> tuple[str, str, str]:
-    """(definition id, row id, line id) of a record, each definition built once: the canonical JSON text is
-    made by the C encoder, cheaper than any Python-level memo key would be."""
-    defn = definition(rec)
-    row = row_definition(rec, defn)
-    return definition_id(defn), definition_id(row), definition_id(line_definition(rec, row))
+class RecordIds:
+    """(definition id, row id, line id) of records: each definition's canonical JSON text is made once per
+    record (by the C encoder, cheaper than any Python-level key), the row and line ids once per distinct
+    definition when they follow from it alone (the record's params, model and weights are the cell's, as
+    `vitbench.results.make_record` writes them)."""
+
+    def __init__(self):
+        self.memo: dict[str, tuple[str, str, str]] = {}
+
+    def __call__(self, rec: dict[str, Any]) -> tuple[str, str, str]:
+        defn = definition(rec)
+        text = canonical_json(defn)
+        follows = (rec.get("params") == defn.get("params") and rec.get("model") == defn.get("model")
+                   and rec.get("weights_id") == defn.get("weights_id"))
+        if follows and text in self.memo:
+            return self.memo[text]
+        row = row_definition(rec, defn)
+        ids = (_hash(text), definition_id(row), definition_id(line_definition(rec, row)))
+        if follows:
+            self.memo[text] = ids
+        return ids
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def definition_id(defn: dict[str, Any]) -> str:
     """Short hash of a definition: records that differ only by seed share it."""
-    return hashlib.sha256(canonical_json(defn).encode()).hexdigest()[:8]
+    return _hash(canonical_json(defn))
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from vitbench.methods import find_method
 from vitbench.methods.base import recorded_values
-from vitbench.report.records import differences, record_ids
+from vitbench.report.records import RecordIds, differences
 
 VTAB_GROUPS = ("natural", "specialized", "structured")
 
@@ -79,6 +79,7 @@ def tidy(records: list[dict[str, Any]]) -> pd.DataFrame:
     (definition), `row_id` (definition without the task) and `line_id` (row without the shots)."""
     values = record_values(records)
     rows = []
+    record_ids = RecordIds()
     for rec in records:
         def_id, row_id, line_id = record_ids(rec)
         params = rec.get("params") or {}
