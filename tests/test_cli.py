@@ -2,7 +2,6 @@
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,17 +10,13 @@ import pytest
 
 from vitbench.cli import main
 
-REPO = Path(__file__).resolve().parent.parent
-FAST_SMOKE = (REPO / "suites" / "smoke.toml").read_text().replace("steps = 300", "steps = 40").replace(
-    "shots = [1, 5, 10, 25]", "shots = [1, 5]").replace("seeds = [0, 1, 2]", "seeds = [0]").replace("warmup_steps = 30", "warmup_steps = 4").replace(
-    'name = "smoke"', 'name = "fast_smoke"')
-FAST_SMOKE = re.sub(r"(?m)^methods = \[.*\]$", 'methods = ["fewshot", "finetune"]', FAST_SMOKE)  # the records counted below
+from suite_builder import DEV_SPLITS, fast_smoke_doc, write_suite
 
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "fast_smoke.toml").write_text(FAST_SMOKE)
+    write_suite(tmp_path / "fast_smoke.toml", fast_smoke_doc())
     return tmp_path
 
 
@@ -35,6 +30,7 @@ def record_files(root: Path):
     return sorted(p for p in root.rglob("*.json"))
 
 
+@pytest.mark.slow
 def test_smoke_pipeline_end_to_end_then_resume(workdir, capsys):
     code, out, err = run_cli(capsys, "run", "--suite", "fast_smoke.toml", "--out", "res")
     assert code == 0, err
@@ -62,10 +58,12 @@ def test_smoke_pipeline_end_to_end_then_resume(workdir, capsys):
     assert victim.exists() and {p: p.stat().st_mtime_ns for p in files[1:]} == stamps
 
     # --force recomputes everything; `vitbench report` rebuilds the report from the folder
-    code, out, _ = run_cli(capsys, "run", "--suite", "fast_smoke.toml", "--out", "res", "--method", "fewshot", "--force", "--dry-run")
-    assert code == 0 and "2 to run, 0 already done" in out
+    code, out, err = run_cli(capsys, "run", "--suite", "fast_smoke.toml", "--out", "res", "--method", "fewshot", "--force", "--dry-run")
+    assert code == 0, err
+    assert "2 to run, 0 already done" in out
     code, out, err = run_cli(capsys, "report", "res", "-o", "reports/again")
-    assert code == 0, err and (workdir / "reports" / "again" / "summary.csv").is_file()
+    assert code == 0, err
+    assert (workdir / "reports" / "again" / "summary.csv").is_file()
 
 
 BAD_INPUTS = [
@@ -98,28 +96,36 @@ def test_bad_input_is_one_line_exit_2(workdir, capsys, args, message):
 
 
 def test_malformed_suite_names_file_task_field(workdir, capsys):
-    (workdir / "bad.toml").write_text(FAST_SMOKE.replace("num_classes = 10", "num_classes = 1"))
+    write_suite(workdir / "bad.toml", fast_smoke_doc(task={"num_classes": 1}))
     code, _, err = run_cli(capsys, "validate", "bad.toml")
-    assert code == 2 and "bad.toml: task 'digits': field 'num_classes' must be >= 2" in " ".join(err.split())
+    assert code == 2
+    assert "bad.toml: task 'digits': field 'num_classes' must be >= 2" in " ".join(err.split())
 
 
 def test_unwritable_output_keeps_existing_results(workdir, capsys):
     (workdir / "blocker").write_text("not a folder")
     code, _, err = run_cli(capsys, "fewshot", "--suite", "fast_smoke.toml", "--shots", "1", "--out", "blocker/res")
-    assert code == 2 and "is not writable" in err and (workdir / "blocker").read_text() == "not a folder"
+    assert code == 2
+    assert "is not writable" in err
+    assert (workdir / "blocker").read_text() == "not a folder"
 
 
 def test_validate_and_ls(workdir, capsys):
-    code, out, _ = run_cli(capsys, "validate", "smoke")
-    assert code == 0 and "ok" in out and "digits" in out
-    code, out, _ = run_cli(capsys, "ls", "suites")
-    assert code == 0 and "smoke" in out
-    code, out, _ = run_cli(capsys, "ls", "tasks", "--suite", "smoke")
-    assert code == 0 and "all[:1200]" in out
-    code, out, _ = run_cli(capsys, "ls", "models")
-    assert code == 0 and "vit_b16" in out
-    code, out, _ = run_cli(capsys, "ls", "methods")
-    assert code == 0 and all(m in out for m in ("fewshot", "finetune", "knn", "linear")) and "temperature = 0.07" in out
+    code, out, err = run_cli(capsys, "validate", "smoke")
+    assert code == 0, err
+    assert "ok" in out and "digits" in out
+    code, out, err = run_cli(capsys, "ls", "suites")
+    assert code == 0, err
+    assert all(name in out for name in ("smoke", "vtab", "paper", "fewshot", "imagenet"))
+    code, out, err = run_cli(capsys, "ls", "tasks", "--suite", "smoke")
+    assert code == 0, err
+    assert "all[:1200]" in out
+    code, out, err = run_cli(capsys, "ls", "models")
+    assert code == 0, err
+    assert "vit_b16" in out
+    code, out, err = run_cli(capsys, "ls", "methods")
+    assert code == 0, err
+    assert all(m in out for m in ("fewshot", "finetune", "knn", "linear")) and "temperature = 0.07" in out
 
 
 def test_method_lists_and_grouped_dry_run(workdir, capsys):
@@ -130,14 +136,16 @@ def test_method_lists_and_grouped_dry_run(workdir, capsys):
     code, out, err = run_cli(capsys, "run", "--suite", "smoke", "--dry-run", "--verbose", "--out", "res")
     assert code == 0, err
     assert "smoke: 16 cells" in out  # every method of defaults.methods
-    assert "291b31692bdf1c1dbbd2" in out and "shots=1" in out  # --verbose: every cell with its key
+    assert "e751ce0ba1577ad0a23d" in out and "shots=1" in out  # --verbose: every cell with its key
 
 
 def test_console_script_bad_input_has_no_traceback(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, "-m", "vitbench.cli", "fewshot", "--shots", "abc"], cwd=tmp_path,
                           capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "--shots must be integers" in proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "--shots must be integers" in proc.stderr
 
 
 def test_interrupt_exits_130_and_keeps_finished_records(workdir, capsys, monkeypatch):
@@ -154,23 +162,28 @@ def test_interrupt_exits_130_and_keeps_finished_records(workdir, capsys, monkeyp
 
     monkeypatch.setattr(planner, "runner_for", lambda method: interrupted_after_one)
     code, out, err = run_cli(capsys, "fewshot", "--suite", "fast_smoke.toml", "--shots", "1,5", "--out", "res")
-    assert code == 130 and "interrupted; records already written are kept" in err and "Traceback" not in err
+    assert code == 130, err
+    assert "interrupted; records already written are kept" in err and "Traceback" not in err
     files = record_files(workdir / "res")
-    assert len(files) == 1 and json.loads(files[0].read_text())["key"] == calls[0]
+    assert len(files) == 1
+    assert json.loads(files[0].read_text())["key"] == calls[0]
     assert not list((workdir / "res").rglob("*.tmp-*"))
 
 
+@pytest.mark.slow
 def test_finetune_lr_chosen_on_the_dev_split_then_retrained(workdir, capsys):
-    text = FAST_SMOKE.replace('splits = { train = "all[:1200]", test = "all[1200:]" }',
-                              'splits = { train = "all[:1200]", minitrain = "all[:1000]", val = "all[1000:1200]", test = "all[1200:]" }')
-    text = text.replace("steps = 40", "steps = 8").replace("lr = 0.05", 'lr = [0.001, 0.05]\nlr_select = "dev"\nselect_train_split = "minitrain"\nselect_eval_split = "val"')
-    (workdir / "dev.toml").write_text(text)
+    write_suite(workdir / "dev.toml", fast_smoke_doc(
+        task={"splits": DEV_SPLITS},
+        finetune={"steps": 8, "lr": [0.001, 0.05], "lr_select": "dev", "select_train_split": "minitrain", "select_eval_split": "val"},
+    ))
     code, out, err = run_cli(capsys, "finetune", "--suite", "dev.toml", "--out", "res", "--no-report")
     assert code == 0, err
     recs = {(r["params"].get("stage"), r["params"]["lr"]): r for r in map(lambda p: json.loads(p.read_text()), record_files(workdir / "res"))}
     assert set(recs) == {("select", 0.001), ("select", 0.05), ("final", None)}
-    assert recs[("select", 0.05)]["details"]["eval_split"] == "val" and recs[("select", 0.05)]["provenance"]["test"]["n"] == 200
+    assert recs[("select", 0.05)]["details"]["eval_split"] == "val"
+    assert recs[("select", 0.05)]["provenance"]["test"]["n"] == 200
     sel = recs[("final", None)]["details"]["lr_selection"]
     dev = {lr: recs[("select", lr)]["metrics"]["top1"] for lr in (0.001, 0.05)}
-    assert sel["chosen_lr"] == max(dev, key=dev.get) and recs[("final", None)]["provenance"]["test"]["n"] == 597
+    assert sel["chosen_lr"] == max(dev, key=dev.get)
+    assert recs[("final", None)]["provenance"]["test"]["n"] == 597
     assert "chosen on dev from [0.001, 0.05]" in out

@@ -1,4 +1,4 @@
-"""Label transforms on hand-computed cases, boundaries included (vtab_tasks.md §1)."""
+"""Label transforms on hand-computed cases, boundaries included (docs/vtab.md#label-maps)."""
 
 import numpy as np
 import pytest

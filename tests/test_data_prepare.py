@@ -79,7 +79,8 @@ def test_cli_prepare_info_and_unknown_task(tmp_path, suite_file):
     bad = runner.invoke(app, ["prepare", str(suite_file), "--tasks", "digits_tny", "--root", str(tmp_path)])
     assert isinstance(bad.exception, VitbenchError) and "digits_tiny" in str(bad.exception)
     shown = runner.invoke(app, ["info", "digits_tiny", "--suite", str(suite_file), "--root", str(tmp_path)])
-    assert shown.exit_code == 0 and "prepared" in shown.output
+    assert shown.exit_code == 0, shown.output
+    assert "prepared" in shown.output
 
 
 def test_stale_prepared_copy_is_not_used(tmp_path, suite_file):

@@ -1,4 +1,4 @@
-"""Slice arithmetic: parse_split syntax, TFDS percent rounding, and all 19 VTAB tasks vs vtab_tasks.md §2."""
+"""Slice arithmetic: parse_split syntax, TFDS percent rounding, and all 19 VTAB tasks vs docs/vtab.md#splits."""
 
 import pytest
 
@@ -6,7 +6,7 @@ from vitbench.data.splits import parse_split, resolve_split
 from vitbench.errors import VitbenchError
 from vitbench.suites import load_suite
 
-# TFDS split sizes per VTAB task's source (vtab_tasks.md §1-2).
+# TFDS split sizes per VTAB task's source (docs/vtab.md#tasks, #splits).
 TFDS_SIZES = {
     "caltech101": {"train": 3060, "test": 6084},
     "cifar100": {"train": 50000, "test": 10000},

@@ -140,12 +140,15 @@ def test_cache_ls_and_clear_commands(ctx):
     assert sorted(r["task"] for r in rows) == ["a", "b"] and all(r["status"] == "ok" for r in rows)
     runner = CliRunner()
     res = runner.invoke(app, ["ls", "--cache-dir", str(ctx.cache_dir)])
-    assert res.exit_code == 0 and "features: 2 entries" in res.output and "decoded images: 2 splits" in res.output
+    assert res.exit_code == 0, res.output
+    assert "features: 2 entries" in res.output and "decoded images: 2 splits" in res.output
     res = runner.invoke(app, ["clear", "--what", "features", "--task", "a", "--yes", "--cache-dir", str(ctx.cache_dir)])
-    assert res.exit_code == 0 and "deleted 1 cached file" in res.output
+    assert res.exit_code == 0, res.output
+    assert "deleted 1 cached file" in res.output
     assert [r["task"] for r in features.list_feature_cache(ctx.cache_dir)] == ["b"]
     res = runner.invoke(app, ["clear", "--cache-dir", str(ctx.cache_dir)], input="n\n")
     assert "nothing deleted" in res.output and len(features.list_feature_cache(ctx.cache_dir)) == 1
     res = runner.invoke(app, ["clear", "-y", "--cache-dir", str(ctx.cache_dir)])
-    assert res.exit_code == 0 and features.list_feature_cache(ctx.cache_dir) == []
+    assert res.exit_code == 0, res.output
+    assert features.list_feature_cache(ctx.cache_dir) == []
     assert not (ctx.cache_dir / "images").exists()

@@ -40,7 +40,7 @@ def blobs(num_classes, per_class, dim, n_test, seed=0, spread=3.0):
 
 def sklearn_predictions(x_train, y_train, x_test, l2):
     x = x_train.astype(np.float64)
-    mean, std = x.mean(0), x.std(0) + 1e-5  # by hand: StandardScaler adds no 1e-5 (fewshot_and_paper.md §1.5)
+    mean, std = x.mean(0), x.std(0) + 1e-5  # by hand: StandardScaler adds no 1e-5 (docs/fewshot.md#scikit-learn-reference)
     clf = RidgeClassifier(alpha=l2).fit((x - mean) / std, y_train)
     return clf.predict((x_test.astype(np.float64) - mean) / std)
 
@@ -177,6 +177,7 @@ def digits_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("fewshot-cache")
 
 
+@pytest.mark.slow
 def test_run_cell_digits_sweep_extracts_once_and_summarizes(digits_cache):
     from vitbench import features, results
     from vitbench.cells import RunContext

@@ -16,9 +16,8 @@ from vitbench.models import checkpoints as ckpt
 PAPER_NAMES = ["vit_ti16", "vit_s16", "vit_b16", "vit_b32", "vit_l16", "vit_l32", "vit_h14", "bit_r50x1",
                "bit_r50x3", "bit_r101x1", "bit_r101x3", "bit_r152x2", "bit_r152x4"]
 
-
-
 pytestmark = pytest.mark.usefixtures("plain_cpu_convs")
+
 
 @functools.lru_cache(maxsize=None)
 def _meta_model_stats(arch: str, num_classes: int = 0) -> tuple[int, int]:
@@ -47,9 +46,19 @@ def test_registry_lists_every_paper_model_with_metadata():
     assert MODELS["bit_r152x4"].default_weights == "timm/resnetv2_152x4_bit.goog_in21k"
 
 
-def test_registry_counts_and_widths_match_timm_built_on_meta():
-    for m in list_models():
-        assert _meta_model_stats(m.timm_arch) == (m.params_backbone, m.hidden_size), m.name
+@pytest.mark.parametrize("name", PAPER_NAMES)
+def test_every_registry_model_matches_timm_and_resolves_its_weights_offline(name):
+    """Each registry entry, without downloading: timm builds the architecture (on the meta device) with the
+    recorded parameter count and width, the default weights tag exists in timm, and every weights choice
+    resolves to its id."""
+    m = MODELS[name]
+    assert _meta_model_stats(m.timm_arch) == (m.params_backbone, m.hidden_size)
+    assert f"{m.timm_arch}.{m.default_tag}" in timm.list_pretrained(f"{m.timm_arch}.*")
+    assert resolve_weights_id(name) == m.default_weights
+    assert resolve_weights_id(name, "none") == "none"
+    for tag in m.torchvision_tags:
+        assert resolve_weights_id(f"{name}.{tag}").startswith(f"torchvision/{m.torchvision_builder}.")
+    assert m.pretrain_images > 0 and m.native_resolution == 224 and m.family in ("ViT", "BiT")
 
 
 @pytest.mark.parametrize("name, paper, tol", [
@@ -67,7 +76,7 @@ def test_vit_parameter_counts_match_table_1(name, paper, tol):
 
 
 def test_bit_r152x4_parameter_count_matches_timm_reference():
-    # finetune_and_weights.md §4.2: resnetv2_152x4_bit with its 1000-class head, 936.53M
+    # timm's results CSV (huggingface/pytorch-image-models `results/`): resnetv2_152x4_bit with its 1000-class head, 936.53M
     n = _meta_params("resnetv2_152x4_bit", num_classes=1000)
     assert abs(n - 936.53e6) / 936.53e6 < 0.001
 

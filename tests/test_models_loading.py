@@ -38,6 +38,7 @@ def _timm_pre_logits(model, x):
     ("vit_b16", "vit_base_patch16_224", 32),
     ("bit_r50x1", "resnetv2_50x1_bit", 32),
 ])
+@pytest.mark.slow
 def test_safetensors_file_gives_timm_pre_logits(tmp_path, name, arch, size):
     kwargs = {"img_size": size} if arch.startswith("vit") else {}
     src = _random_timm(arch, num_classes=21843 if name != "vit_b16" else 0, **kwargs)
@@ -73,7 +74,7 @@ def _fill_random(model):
 def test_google_npz_round_trip(tmp_path):
     src = _vit_ti(size=32, depth=12)
     arrays = timm_vit_to_npz(src.state_dict(), num_heads=3)
-    # the original i21k files also carry pre_logits and a zeroed 21843-class head (finetune_and_weights.md §2.4)
+    # the original i21k files also carry pre_logits and a zeroed 21843-class head (docs/models.md#checkpoints)
     arrays["pre_logits/kernel"] = np.ones((192, 192), np.float32)
     arrays["pre_logits/bias"] = np.ones(192, np.float32)
     arrays["head/kernel"] = np.zeros((192, 21843), np.float32)
@@ -146,7 +147,7 @@ def test_pos_embed_224_to_384_bilinear_matches_independent_resize():
     assert torch.equal(out[:, :1], pe[:, :1])  # class token kept apart
     ref = _bilinear_align_corners_numpy(pe[0, 1:].reshape(14, 14, 16).numpy(), 24, 24)
     assert np.abs(out[0, 1:].reshape(24, 24, 16).numpy() - ref).max() < 1e-5
-    scipy_zoom = pytest.importorskip("scipy.ndimage").zoom  # Google's own call (finetune_and_weights.md §1.2)
+    scipy_zoom = pytest.importorskip("scipy.ndimage").zoom  # Google's own call (docs/finetune.md#vit_jax)
     zoomed = scipy_zoom(pe[0, 1:].reshape(14, 14, 16).numpy(), (24 / 14, 24 / 14, 1), order=1)
     assert np.abs(out[0, 1:].reshape(24, 24, 16).numpy() - zoomed).max() < 1e-5
 

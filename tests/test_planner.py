@@ -1,13 +1,13 @@
 """Planner: suite -> cells, parameter layering, resume split, --shard partitioning."""
 
-from pathlib import Path
-
 import pytest
 
 from vitbench import planner
 from vitbench.cells import RunContext
 from vitbench.errors import VitbenchError
 from vitbench.suites import load_suite
+
+from suite_builder import DEV_SPLITS, smoke_doc, write_suite
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +61,8 @@ def test_unknown_method_and_model(smoke):
 
 
 def test_lr_selection_on_the_dev_split_plans_select_then_final_cells(tmp_path):
-    text = (Path(__file__).resolve().parent.parent / "suites" / "smoke.toml").read_text()
-    text = text.replace('splits = { train = "all[:1200]", test = "all[1200:]" }',
-                        'splits = { train = "all[:1200]", minitrain = "all[:1000]", val = "all[1000:1200]", test = "all[1200:]" }')
-    text = text.replace("lr = 0.05", 'lr = [0.01, 0.05]\nlr_select = "dev"\nselect_train_split = "minitrain"\nselect_eval_split = "val"')
-    (tmp_path / "s.toml").write_text(text)
+    dev = {"lr": [0.01, 0.05], "lr_select": "dev", "select_train_split": "minitrain", "select_eval_split": "val"}
+    write_suite(tmp_path / "s.toml", smoke_doc(task={"splits": DEV_SPLITS}, finetune=dev))
     suite = load_suite(str(tmp_path / "s.toml"))
     cells = planner.expand(suite, ["vit_ti16"], ["finetune"], weights="none")
     assert [c.params.get("stage") for c in cells] == ["select", "select", "final"]
@@ -74,7 +71,7 @@ def test_lr_selection_on_the_dev_split_plans_select_then_final_cells(tmp_path):
     assert [c.key for c in planner.dependencies(final)] == [c.key for c in cells[:2]]
     with pytest.raises(VitbenchError, match="it depends on is missing"):
         planner.execute([final], tmp_path, RunContext())  # selection runs must finish first
-    (tmp_path / "bad.toml").write_text(text.replace('select_eval_split = "val"', 'select_eval_split = "dev"'))
+    write_suite(tmp_path / "bad.toml", smoke_doc(task={"splits": DEV_SPLITS}, finetune={**dev, "select_eval_split": "dev"}))
     with pytest.raises(VitbenchError, match="lr_select = 'dev' needs finetune.select_eval_split"):
         planner.expand(load_suite(str(tmp_path / "bad.toml")), ["vit_ti16"], ["finetune"], weights="none")
 
@@ -84,8 +81,8 @@ def dev_selection_suite(tmp_path):
 
     raw = {
         "name": "devsel", "defaults": {"img_size": 32},
-        "finetune": {"steps": 2, "warmup_steps": 0, "batch_size": 8, "train_crop": "none", "hflip": False, "seeds": [0, 3],
-                     "lr": [0.01, 0.05], "lr_select": "dev", "select_train_split": "minitrain", "select_eval_split": "val"},  # seeds 0 and 3 land in different shards of 2
+        "finetune": {"steps": 2, "warmup_steps": 0, "batch_size": 8, "train_crop": "none", "hflip": False, "seeds": [0, 2],
+                     "lr": [0.01, 0.05], "lr_select": "dev", "select_train_split": "minitrain", "select_eval_split": "val"},  # seeds 0 and 2 land in different shards of 2
         "tasks": [{"name": "digits", "num_classes": 10, "source": {"kind": "digits"},
                    "splits": {"train": "all[:60]", "minitrain": "all[:40]", "val": "all[40:60]", "test": "all[1200:1240]"}}],
     }

@@ -15,7 +15,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from vitbench.suites import TaskSpec
+from vitbench.hashing import canonical_json, json_sha256  # noqa: F401  (canonical_json re-exported)
+from vitbench.spec import TaskSpec
 
 # Bump when a protocol change alters numbers for an unchanged config, so old records stop matching.
 PROTOCOL_VERSION = 1
@@ -40,7 +41,7 @@ class Cell:
         """Everything that changes the number; its hash is the record key."""
         return {
             "protocol_version": PROTOCOL_VERSION,
-            "task": self.task.to_dict(),
+            "task": self.task.to_dict(),  # without its prose (description, caveats): prose never changes a number
             "model": self.model,
             "weights_id": self.weights_id or self.weights,
             "method": self.method,
@@ -59,7 +60,7 @@ class Cell:
         """
         payload = {**self.key_payload(), "task": _TASK_SLOT}
         text = canonical_json(payload).replace(_TASK_SLOT_JSON, _task_json(self.task), 1)
-        return hashlib.sha256(text.encode()).hexdigest()[:20]
+        return hashlib.sha256(text.encode()).hexdigest()[:20]  # = json_sha256(key_payload(), 20)
 
     @property
     def label(self) -> str:
@@ -77,12 +78,8 @@ class Cell:
         return {k: self.params[k] for k in names if self.params.get(k) is not None}
 
 
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
 def cell_key(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:20]
+    return json_sha256(payload, 20)
 
 
 _TASK_SLOT = "\x00task\x00"  # cannot occur in a canonical JSON text (a raw NUL is always escaped)

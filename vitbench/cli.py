@@ -10,7 +10,6 @@ from vitbench.threads import quiet_openmp_env
 
 quiet_openmp_env()  # before anything imports torch: OpenMP reads its wait policy once, at load
 
-import os
 import signal
 import sys
 import warnings
@@ -104,7 +103,6 @@ def _execute(
     report: bool,
     pos_interp: str | None = None,
     skip_corrupt: bool = False,
-    default_model: str = "vit_b16",
     verbose: bool = False,
     threads: int | None = None,
 ) -> None:
@@ -116,20 +114,17 @@ def _execute(
 
     threads = check_threads(threads)
     suite = load_suite(suite_name)
-    models = _csv(model) or [suite.defaults.get("model", default_model)]
-    weights = weights or suite.defaults.get("weights", "default")
     methods = planner.resolve_methods(suite, methods)
-    overrides = planner.route_overrides(methods, options)
-    pos_interp = pos_interp or suite.defaults.get("pos_interp", "bilinear")
-    cells = planner.expand(suite, models, methods, weights=weights, tasks=_csv(tasks), overrides=overrides, pos_interp=pos_interp)
-    if cache_dir:
-        os.environ["VITBENCH_CACHE_DIR"] = str(cache_dir)
+    cells = planner.expand(
+        suite, suite.run_models(_csv(model)), methods, weights=suite.run_weights(weights), tasks=_csv(tasks),
+        overrides=planner.route_overrides(methods, options), pos_interp=suite.run_pos_interp(pos_interp),
+    )
     fingerprint.forget()  # look at the data as it is now
     from vitbench.features import forget_splits
 
     forget_splits()
     # --dry-run opens no data: a recorded cell counts as done; a real run also checks the record's data identity
-    check = None if dry_run else (lambda c: _current_data(fingerprint, c, data_root))
+    check = None if dry_run else (lambda c: _current_data(fingerprint, c, data_root, cache_dir))
     the_plan = planner.plan(cells, out_dir, force=force, shard=planner.parse_shard(shard), data_fingerprint=check)
     out.print(
         f"[bold]{suite.name}[/]: {len(the_plan.cells)} cells "
@@ -172,10 +167,13 @@ def _execute(
 _UNCHECKED: set[str] = set()
 
 
-def _current_data(fingerprint, cell, data_root) -> str | None:
+def _current_data(fingerprint, cell, data_root, cache_dir=None) -> str | None:
     """The data fingerprint of a recorded cell, or None (record kept) when its data cannot be opened here."""
+    from vitbench import env
+
     try:
-        return fingerprint.cell_data_fingerprint(cell, data_root)
+        with env.cache_dir_scope(cache_dir):  # --cache-dir reaches the sources' caches, as during the run
+            return fingerprint.cell_data_fingerprint(cell, data_root)
     except VitbenchError as exc:
         if cell.task.name not in _UNCHECKED:
             _UNCHECKED.add(cell.task.name)
@@ -396,6 +394,7 @@ def _folder_name(name: str) -> str:
 def ls(
     what: Annotated[str, typer.Argument(help="suites | tasks | models | methods")],
     suite: SuiteOpt = None,
+    tags: Annotated[bool, typer.Option("--tags", help="ls models: also list every timm weights tag (imports timm).")] = False,
 ) -> None:
     """List suites, the tasks of a suite (or all suites), the model registry, or the methods and their parameters."""
     from vitbench.suites import available_suites, load_suite
@@ -423,14 +422,15 @@ def ls(
                 table.add_row(s.name, t.name, t.group, str(t.num_classes), t.splits[t.train_split], t.splits[t.test_split], t.metric, sources)
         out.print(table)
     elif what == "models":
-        from vitbench.models import models_table
+        from vitbench.models.registry import models_table
 
-        table = models_table().reset_index()
+        table = models_table(timm_tags=tags).reset_index()
         cols = ["name", "family", "patch_size", "layers", "hidden_size", "mlp_size", "heads", "params_backbone_m",
                 "pretrain_data", "native_resolution", "default_weights", "other_tags"]
         shown = table[[c for c in cols if c in table.columns]].astype(object)
         print_frame(shown.where(shown.notna(), ""),
-                     title="models (`name` or `name.tag`; also timm:<name>, torchvision:<name>, --weights PATH)")
+                     title="models (`name` or `name.tag`; also timm:<name>, torchvision:<name>, --weights PATH)"
+                           + ("" if tags else "; `--tags` lists every timm weights tag"))
     elif what == "methods":
         from vitbench.commands.console import print_methods
 

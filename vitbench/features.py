@@ -9,15 +9,13 @@ rebuilt, never silently used. The cache dir is `--cache-dir`, else `$VITBENCH_CA
 `vitbench fewshot` (via `vitbench.runners.fewshot`) and listed/cleared by `vitbench cache ls|clear`.
 
 Protocol: big_vision runs the model over the whole train and test splits in a fixed order, with the same
-eval preprocessing for both (fewshot_and_paper.md §1.3); so do we (`torch.inference_mode`, `model.eval()`).
+eval preprocessing for both (docs/fewshot.md#big_vision-protocol); so do we (`torch.inference_mode`, `model.eval()`).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from vitbench import fsutil
-from vitbench.cells import RunContext, canonical_json
+from vitbench import env, fsutil
+from vitbench.cells import RunContext
+from vitbench.hashing import json_sha256
 from vitbench.errors import VitbenchError
 
 FEATURE_CACHE_VERSION = 1
@@ -46,12 +45,8 @@ def forward_pass_count() -> int:
 
 
 def default_cache_dir(cache_dir: str | Path | None = None) -> Path:
-    """`cache_dir` if given (`--cache-dir`), else `$VITBENCH_CACHE_DIR`, else the user cache dir."""
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    if os.environ.get("VITBENCH_CACHE_DIR"):
-        return Path(os.environ["VITBENCH_CACHE_DIR"]).expanduser()
-    return Path.home() / ".cache" / "vitbench"  # same default as vitbench.data.loader.default_cache_dir
+    """`cache_dir` if given (`--cache-dir`), else the run's or `$VITBENCH_CACHE_DIR`, else ~/.cache/vitbench."""
+    return env.cache_dir(cache_dir)
 
 
 def features_dir(cache_dir: str | Path | None = None) -> Path:
@@ -75,7 +70,7 @@ class FeatureKey:
             "version": FEATURE_CACHE_VERSION, "weights_sha256": self.weights_sha256,
             "preprocessing": self.preprocessing, "split_fingerprint": self.split_fingerprint, "split": self.split,
         }
-        return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:24]
+        return json_sha256(payload, 24)
 
     def stem(self) -> str:
         label = "_".join(p for p in (self.model, self.task, self.split) if p)

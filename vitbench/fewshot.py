@@ -4,7 +4,7 @@ Owns: sampling the n-shot subsets (`sample_shots`), the closed-form regularised 
 (`lsr_fit`: a Cholesky solve for one l2, `lsr_factorize` + `classifier_from_factors`: one eigendecomposition for
 many; `classify`, `lsr_predict`), accuracy, and l2 selection (`fixed`, `mean-rank`, `leave-self-out`, `cv`). Exercised by `vitbench fewshot` (through `vitbench.runners.fewshot`).
 
-The protocol is big_vision's `fewshot_lsr` evaluator (fewshot_and_paper.md §1.3):
+The protocol is big_vision's `fewshot_lsr` evaluator (docs/fewshot.md#big_vision-protocol):
 - subsets: per seed one `numpy.random.default_rng(seed)`; classes 0..K-1 in order, one permutation of each
   class's train indices; the n-shot subset is the first n of each class, so subsets of a seed are nested;
 - features standardised per dimension with the subset's mean and population std + 1e-5 (the same
@@ -15,7 +15,7 @@ The protocol is big_vision's `fewshot_lsr` evaluator (fewshot_and_paper.md §1.3
 - prediction is the argmax over classes; the metric is top-1 on the full test split. The standardisation and
   the bias feature are folded into the weights, so raw test features go through one GEMM.
 l2 selection over a grid follows scenic/vmoe (mean rank across tasks) and uncertainty-baselines
-(leave-self-out) (fewshot_and_paper.md §1.4); `cv` is our addition and never looks at test data.
+(leave-self-out) (docs/fewshot.md#l2-grid-and-selection); `cv` is our addition and never looks at test data.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from vitbench.certified_argmax import Float32Copy, argmax_certified
 from vitbench.errors import VitbenchError
 from vitbench.methods.fewshot import DEFAULT_L2, DEFAULT_L2_GRID, L2_SELECT_MODES  # noqa: F401 - defaults live there
 
-BIAS_CONSTANT = 100.0  # big_vision BIAS_CONSTANT (fewshot_and_paper.md §1.3)
-STD_EPS = 1e-5  # added to the population std (fewshot_and_paper.md §1.3)
+BIAS_CONSTANT = 100.0  # big_vision BIAS_CONSTANT (docs/fewshot.md#big_vision-protocol)
+STD_EPS = 1e-5  # added to the population std (docs/fewshot.md#big_vision-protocol)
 PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
 # Scores buffer per prediction chunk: rows * len(l2_regs) * num_classes stays below this many elements
 # (CPU: small enough to stay in cache, measured 8% faster than 4x larger; accelerators: large launches).
@@ -54,7 +54,7 @@ def sample_shots(
     For each class (in order) one permutation of its indices is drawn from `numpy.random.default_rng(seed)`;
     the n-shot subset is the first n of every class's permutation, so subsets of one seed are nested.
     A class with fewer than n examples contributes all it has and a `FewShotWarning` is issued
-    (fewshot_and_paper.md §1.3: big_vision takes all of them silently).
+    (docs/fewshot.md#big_vision-protocol: big_vision takes all of them silently).
     """
     labels = np.asarray(labels)
     shot_list = [int(shots)] if np.isscalar(shots) else [int(s) for s in shots]
@@ -428,7 +428,7 @@ def mean_ranks(acc) -> dict[float, float]:
 
 
 def select_l2_mean_rank(acc, prefer: float = DEFAULT_L2) -> float:
-    """One l2 for all tasks: the best mean rank across tasks (scenic / vmoe; fewshot_and_paper.md §1.4).
+    """One l2 for all tasks: the best mean rank across tasks (scenic / vmoe; docs/fewshot.md#l2-grid-and-selection).
 
     `acc`: pandas DataFrame (index tasks, columns l2 values) or `dict[task -> dict[l2 -> accuracy]]`.
     """

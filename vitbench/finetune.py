@@ -2,7 +2,7 @@
 
 The paper fine-tunes with SGD (momentum 0.9, no weight decay), global-norm gradient clipping at 1, batch
 512, linear warm-up then cosine decay to zero (Table 4, §B.1.1; vit_jax `utils.create_learning_rate_schedule`,
-see ../shared/reference/finetune_and_weights.md §1.2). Pure functions, tested directly; the training loop
+see docs/finetune.md#vit_jax). Pure functions, tested directly; the training loop
 that uses them is `vitbench/runners/finetune.py`, the defaults are `vitbench/methods/finetune.py`
 (`vitbench finetune`, `vitbench run --method finetune`).
 """

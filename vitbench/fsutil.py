@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from vitbench import hashing
 from vitbench.errors import VitbenchError
 
 HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
@@ -151,11 +152,8 @@ def atomic_write_json(path: Path | str, payload: Any, indent: int | None = 2, wh
 
 
 def file_sha256(path: Path | str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
+    """sha256 of the file's bytes as they are now (`vitbench.hashing.file_sha256`, never memoised)."""
+    return hashing.file_sha256(path, memo=False)
 
 
 _VERIFIED: dict[str, tuple[int, int, str]] = {}  # path -> (size, mtime_ns, sha256) checked in this process

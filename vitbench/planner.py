@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vitbench import results
+from vitbench import env, results
 from vitbench.cells import Cell, CellResult, RunContext
 from vitbench.errors import VitbenchError
 from vitbench.methods import get_method
@@ -70,7 +70,7 @@ def route_overrides(methods: list[str], options: Mapping[str, Any]) -> dict[str,
 
 
 def resolve_weights_id(model: str, weights: str) -> str:
-    from vitbench.models import resolve_weights_id as _resolve
+    from vitbench.models.weights import resolve_weights_id as _resolve
 
     return _resolve(model, weights)
 
@@ -210,6 +210,11 @@ def execute(
     from vitbench.threads import configure_threads
 
     configure_threads(ctx.num_threads)  # None: threads.default_threads() (recorded in each record's hardware.threads)
+    with env.cache_dir_scope(ctx.cache_dir):  # --cache-dir also reaches code not handed ctx (HF datasets cache)
+        return _execute(todo, out_dir, ctx, on_start, on_done)
+
+
+def _execute(todo, out_dir, ctx, on_start, on_done) -> list[tuple[Cell, dict[str, Any], Path]]:
     written = []
     for i, cell in enumerate(todo):
         if on_start:

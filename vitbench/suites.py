@@ -1,77 +1,32 @@
-"""Suite files: load and validate `suites/*.toml` into typed dataclasses.
+"""Suite files: load and validate suite TOML files (with their `include`s) into typed dataclasses.
 
 A suite is a list of tasks plus defaults for the methods that run on them. Exercised by
 `vitbench validate SUITE`, `vitbench ls suites|tasks` and every `vitbench run`. The format is documented
-in README.md ("Suite files"); every error names the file, the task and the field.
+in README.md ("Suite files"); every error names the file, the task and the field. Suites are found by name
+in `./suites`, then among the shipped ones (`vitbench/suite_files/`, see `vitbench.env`); `include` is
+resolved by `vitbench.suite_include`. The suite layer also decides what a run uses when the command line
+does not say (`Suite.run_models`, `run_methods`, `run_weights`, `run_pos_interp`).
 """
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import asdict, dataclass, field
-from functools import cached_property
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vitbench.data.labels import LABEL_TRANSFORMS
+from vitbench.data.splits import parse_split
+from vitbench.env import BUNDLED_SUITES, available_suites, suite_dirs  # noqa: F401  (re-exported)
 from vitbench.errors import VitbenchError, unknown_name
+from vitbench.spec import KEYED_TASK_TABLES, SourceSpec, TaskSpec  # noqa: F401  (re-exported)
+from vitbench.suite_include import read_suite
 
-SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
-# Protocol-1 cell keys hold these per-task method tables as fields of the task, even when empty; other
-# methods' per-task tables join the task's key only when set (so adding a method changes no existing key).
-KEYED_TASK_TABLES = ("fewshot", "finetune")
+SUITES_DIR = BUNDLED_SUITES
+DEFAULT_MODEL = "vit_b16"  # when neither --model nor the suite's defaults.model says
 METRICS = ("top1", "real")
 SOURCE_KINDS = (
     "digits", "hf", "wds", "vtab1k_folder", "torchvision", "imagefolder", "parquet", "disk", "prepared",
 )
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    """Where a task's images come from. `kind` picks the reader; `id` is a hub id, class name or path."""
-
-    kind: str
-    id: str = ""
-    options: dict[str, Any] = field(default_factory=dict, hash=False)
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """One benchmark task: its sources (tried in order), named splits, classes, label map, group, metric.
-
-    `splits` maps split names to slice expressions over the source's own splits, e.g.
-    ``{"train": "train[:800]+train[2754:2954]", "val": "train[2754:2954]", "test": "test"}``.
-    Runners train on `train_split` and evaluate on `test_split`.
-    """
-
-    name: str
-    num_classes: int
-    sources: tuple[SourceSpec, ...]
-    splits: dict[str, str] = field(hash=False)
-    group: str = ""
-    metric: str = "top1"
-    label_transform: str = ""
-    train_split: str = "train"
-    test_split: str = "test"
-    val_split: str = ""
-    description: str = ""
-    options: dict[str, Any] = field(default_factory=dict, hash=False)
-    # per-task method parameters, over the suite's: method name -> table (e.g. {"finetune": {"lr": 0.03}})
-    method_tables: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
-
-    def method_table(self, method: str) -> dict[str, Any]:
-        return self.method_tables.get(method, {})
-
-    def to_dict(self) -> dict[str, Any]:
-        """The task as it enters the cell key; computed once (callers must not modify it)."""
-        return self._key_dict
-
-    @cached_property
-    def _key_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        tables = out.pop("method_tables")
-        out.update({m: tables.get(m, {}) for m in KEYED_TASK_TABLES})
-        out.update({m: t for m, t in tables.items() if t and m not in out})
-        return out
 
 
 @dataclass(frozen=True)
@@ -108,24 +63,16 @@ class Suite:
         wanted = [self.task(n).name for n in names]
         return tuple(t for t in self.tasks if t.name in wanted)
 
+    # What a run uses when the command line leaves it open: the suite's [defaults], then vitbench's.
+    def run_models(self, requested: list[str] | None) -> list[str]:
+        return list(requested) if requested else [str(self.defaults.get("model", DEFAULT_MODEL))]
 
-def suite_dirs() -> list[Path]:
-    """Folders searched for suites by name: ./suites (a user's copies win), then the project's own."""
-    dirs = [Path.cwd() / "suites", SUITES_DIR]
-    out: list[Path] = []
-    for d in dirs:
-        if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
-            out.append(d)
-    return out
+    def run_weights(self, requested: str | None) -> str:
+        return requested or str(self.defaults.get("weights", "default"))
 
+    def run_pos_interp(self, requested: str | None) -> str:
+        return requested or str(self.defaults.get("pos_interp", "bilinear"))
 
-def available_suites() -> dict[str, Path]:
-    """Suite name -> file, first folder wins."""
-    found: dict[str, Path] = {}
-    for d in suite_dirs():
-        for p in sorted(d.glob("*.toml")):
-            found.setdefault(p.stem, p)
-    return found
 
 
 def resolve_suite_path(name_or_path: str) -> Path:
@@ -143,13 +90,8 @@ def resolve_suite_path(name_or_path: str) -> Path:
 def load_suite(name_or_path: str) -> Suite:
     """Load and validate a suite by name (`smoke`, `vtab`, ...) or by path to a `.toml` file."""
     path = resolve_suite_path(name_or_path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise VitbenchError(f"{path}: not valid TOML ({exc}); fix the syntax and rerun `vitbench validate {path}`")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise VitbenchError(f"{path}: cannot read suite file ({exc})")
-    return parse_suite(raw, str(path), default_name=path.stem)
+    raw, origins = read_suite(path)
+    return parse_suite(raw, str(path), default_name=path.stem, origins=origins)
 
 
 def _fail(where: str, msg: str) -> VitbenchError:
@@ -259,8 +201,6 @@ def _parse_task(raw: Any, where_file: str, index: int) -> TaskSpec:
 
 
 def _check_split_syntax(expr: str, where: str) -> None:
-    from vitbench.data.splits import parse_split
-
     try:
         parse_split(expr)
     except VitbenchError as exc:
@@ -268,8 +208,6 @@ def _check_split_syntax(expr: str, where: str) -> None:
 
 
 def _check_label_transform(name: str, where: str) -> None:
-    from vitbench.data.labels import LABEL_TRANSFORMS
-
     if name not in LABEL_TRANSFORMS:
         raise _fail(where, str(unknown_name("label transform", name, LABEL_TRANSFORMS)))
 
@@ -281,17 +219,19 @@ def _path_safe(name: str, what: str) -> None:
     safe_name(name, what)
 
 
-def parse_suite(raw: dict[str, Any], path: str, default_name: str = "suite") -> Suite:
-    """Validate a parsed TOML document into a `Suite`; errors name the file, task and field."""
+def parse_suite(raw: dict[str, Any], path: str, default_name: str = "suite", origins: list[str] | None = None) -> Suite:
+    """Validate a parsed TOML document into a `Suite`; errors name the file (for an included task, the file
+    that defines it: `origins[i]`), the task and the field."""
     methods = _method_names()
-    known = {"name", "description", "defaults", "tasks", *methods}
+    known = {"name", "description", "include", "defaults", "tasks", *methods}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise _fail(path, f"unknown top-level field(s) {unknown}; valid: {sorted(known)}")
     tasks_raw = raw.get("tasks")
     if not isinstance(tasks_raw, list) or not tasks_raw:
         raise _fail(path, "a suite needs at least one [[tasks]] table")
-    tasks = tuple(_parse_task(t, path, i) for i, t in enumerate(tasks_raw))
+    origins = origins or [path] * len(tasks_raw)
+    tasks = tuple(_parse_task(t, origins[i], i) for i, t in enumerate(tasks_raw))
     names = [t.name for t in tasks]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

@@ -1,7 +1,7 @@
 """`vitbench cache ls|clear`: inspect and empty the feature cache and the decoded-image cache.
 
 The cache folder is `--cache-dir`, else `$VITBENCH_CACHE_DIR`, else `~/.cache/vitbench`
-(`vitbench.features.default_cache_dir`); features live in `features/`, decoded images in `images/`.
+(`vitbench.env.cache_dir`); features live in `features/`, decoded images in `images/`.
 The lead mounts `app` on the main CLI as `cache`.
 """
 
@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vitbench.errors import VitbenchError
-from vitbench.features import clear_feature_cache, default_cache_dir, list_feature_cache
+from vitbench.env import cache_dir as default_cache_dir
 
 app = typer.Typer(help="Inspect or empty the feature / decoded-image cache.", no_args_is_help=True)
 out = Console()
@@ -44,6 +44,8 @@ def _folder_bytes(folder: Path) -> tuple[int, int]:
 def ls(cache_dir: CacheDirOpt = None) -> None:
     """List cached features (model, task, split, shape, size) and the decoded-image cache's total size."""
     root = default_cache_dir(cache_dir)
+    from vitbench.features import list_feature_cache  # torch: only when the cache is actually listed
+
     rows = list_feature_cache(root)
     table = Table(title=f"feature cache: {root / 'features'}")
     for col in ("model", "task", "split", "shape", "size", "status", "file"):
@@ -81,6 +83,8 @@ def clear(
         out.print("nothing deleted")
         return
     entries = freed = 0
+    from vitbench.features import clear_feature_cache  # torch: only when the cache is actually cleared
+
     try:
         if what in ("features", "all"):
             entries, freed = clear_feature_cache(root, model=model or "", task=task or "")

@@ -6,7 +6,6 @@ stderr so stdout stays a clean table; bars show when stderr is a terminal (or `V
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+from vitbench import env
 
 # Wide enough not to elide table columns when output goes to a file or pipe (rich assumes 80 columns there).
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -51,7 +52,7 @@ def run_with_progress(todo, out_dir: Path, ctx) -> list:
     if not todo:
         return []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err, transient=False, disable=not err.is_terminal and os.environ.get("VITBENCH_PROGRESS") != "1") as bar:
+    with Progress(*columns, console=err, transient=False, disable=not err.is_terminal and not env.progress_forced()) as bar:
         overall = bar.add_task("cells", total=len(todo))
         inner: dict[str, Any] = {}
 

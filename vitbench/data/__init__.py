@@ -6,7 +6,15 @@ Public API: `load_split(task, split, *, data_root=None, skip_corrupt=False) -> I
 (ReaL metric); `vitbench.data.prepare` (prepare / verify / info, behind `vitbench data ...`).
 """
 
-from vitbench.data.base import ImageSplit
-from vitbench.data.loader import default_cache_dir, default_data_root, load_split
+import importlib
+
+_HOME = {"ImageSplit": "base", "load_split": "loader", "default_cache_dir": "loader", "default_data_root": "loader"}
+
+
+def __getattr__(name: str):  # lazy: importing `vitbench.data.splits` does not load every source reader
+    if name in _HOME:
+        return getattr(importlib.import_module(f"vitbench.data.{_HOME[name]}"), name)
+    raise AttributeError(f"module 'vitbench.data' has no attribute {name!r}")
+
 
 __all__ = ["ImageSplit", "load_split", "default_cache_dir", "default_data_root"]

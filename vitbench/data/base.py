@@ -7,9 +7,7 @@ index. Exercised by every `vitbench run`, `vitbench data prepare` and `vitbench 
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,12 +16,12 @@ import numpy as np
 from PIL import Image
 
 from vitbench.errors import VitbenchError
+from vitbench.hashing import json_sha256
 
 
 def stable_hash(obj: Any, length: int = 20) -> str:
     """sha256 of the canonical JSON of `obj`, truncated."""
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
+    return json_sha256(obj, length)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

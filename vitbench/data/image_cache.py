@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vitbench import fsutil
+from vitbench import env, fsutil
 from vitbench.data.base import stable_hash
+from vitbench.data.resize import resize_image
 from vitbench.errors import VitbenchError
 
 CHUNK = 256
@@ -30,9 +31,7 @@ IMAGE_CACHE_VERSION = 2  # 2: sidecar with sha256 (version-1 entries, unverifiab
 
 
 def image_cache_dir(cache_dir: Path | str | None = None) -> Path:
-    from vitbench.data.loader import default_cache_dir
-
-    return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir() / "images"
+    return Path(cache_dir).expanduser() if cache_dir is not None else env.cache_dir() / "images"
 
 
 def cache_file(split, prep, cache_dir: Path | str | None = None) -> Path:
@@ -41,8 +40,6 @@ def cache_file(split, prep, cache_dir: Path | str | None = None) -> Path:
 
 
 def _decode_chunk(split, prep, lo: int, hi: int) -> np.ndarray:
-    from vitbench.data.transforms import resize_image
-
     return np.stack([resize_image(split.image(i), prep) for i in range(lo, hi)])
 
 

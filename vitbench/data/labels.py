@@ -3,7 +3,7 @@
 Each transform takes a sequence of raw label values (one per example; a scalar, a list of per-object
 values, or a dict of per-object fields as HF datasets store TFDS `objects`) and returns int64 class ids.
 They are pure functions, applied by `vitbench.data.load_split` only where the source carries raw labels
-(a source can turn the task's transform off with `label_transform = ""`). Facts: vtab_tasks.md §1.
+(a source can turn the task's transform off with `label_transform = ""`). Facts: docs/vtab.md#label-maps.
 Exercised by every `vitbench run` on the structured VTAB tasks.
 """
 

@@ -8,7 +8,7 @@ Per-source options understood here (any source kind):
 - `split_map`: {name in the task's expressions -> this source's split name}, e.g. {validation = "val"}.
 - `splits`: {task split -> expression over this source} for equivalent slices (recorded as a remap).
 - `substitutes`: {task split -> expression} for stand-ins that differ from the paper's split (recorded as a
-  substitution with `substitute_note`), e.g. clip-benchmark mirrors have no VTAB val (vtab_tasks.md §3c).
+  substitution with `substitute_note`), e.g. clip-benchmark mirrors have no VTAB val (docs/sources.md#hugging-face-mirrors).
 - `unavailable`: [task splits this source cannot give]; the next source is tried.
 - `label_transform`: overrides the task's transform ("" = labels already mapped).
 - `lossy`: true when the images are lossy re-encodings (JPEG copies).
@@ -16,34 +16,35 @@ Per-source options understood here (any source kind):
 
 from __future__ import annotations
 
-import os
+import tomllib
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vitbench import env
 from vitbench.data.base import ImageSplit, stable_hash
+from vitbench.data.prepared import load_prepared_split, read_manifest
+from vitbench.data.real import real_label_sets_for_split
 from vitbench.data.labels import apply_label_transform
 from vitbench.data.sources import SourceReader, SourceUnavailable, open_source
 from vitbench.data.splits import SplitExpr, SliceTerm, parse_split, resolve_split
 from vitbench.errors import VitbenchError, unknown_name
-from vitbench.suites import SourceSpec, TaskSpec
+from vitbench.spec import SourceSpec, TaskSpec
 
 FORMAT_VERSION = 1
 
 
-# Sizes of the VTAB-1k subsets (task_adaptation: plain prefixes, vtab_tasks.md §2).
+# Sizes of the VTAB-1k subsets (task_adaptation: plain prefixes, docs/vtab.md#splits).
 VTAB1K_SIZES = {"train800": 800, "val200": 200, "train800val200": 1000}
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("VITBENCH_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "vitbench"
+    return env.cache_dir()
 
 
 def default_data_root() -> Path:
-    env = os.environ.get("VITBENCH_DATA_ROOT")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "vitbench" / "data"
+    return env.data_root()
 
 
 def split_expression_for(task: TaskSpec, split: str, spec: SourceSpec) -> tuple[SplitExpr, dict[str, Any] | None]:
@@ -121,8 +122,6 @@ def split_from_reader(task: TaskSpec, split: str, reader: SourceReader, spec: So
 
 
 def _prepared_state(task: TaskSpec, split: str, root: Path) -> str:
-    from vitbench.data.prepared import read_manifest
-
     manifest = read_manifest(root, task.name)
     if manifest is None:
         return "none"
@@ -167,11 +166,8 @@ def skip_corrupt_images(split: ImageSplit, progress=None) -> ImageSplit:
 
 def suite_command_hint(task: TaskSpec, root: Path) -> str:
     """The exact `vitbench data prepare` command that would materialise `task` under `root`."""
-    from vitbench.suites import available_suites
-    import tomllib
-
     holders = []  # (number of tasks, suite name) of suites defining this task; the most specific wins
-    for name, path in available_suites().items():
+    for name, path in env.available_suites().items():
         try:
             tasks = tomllib.loads(path.read_text(encoding="utf-8")).get("tasks", [])
         except Exception:
@@ -189,8 +185,6 @@ def load_split(
     """Images and labels of `task`'s named `split`: the prepared copy under the data root if there is one
     (unless `use_prepared=False`, as `data prepare` does), else the task's sources in order. Absent data
     raises one VitbenchError line naming what was tried and the `vitbench data prepare` command."""
-    from vitbench.data.prepared import load_prepared_split
-
     if split not in task.splits:
         raise unknown_name(f"split of task {task.name!r}", split, task.splits)
     root = Path(data_root).expanduser() if data_root is not None else default_data_root()
@@ -226,14 +220,12 @@ def load_split(
         )
     expected = VTAB1K_SIZES.get(split)
     if expected is not None and len(result) != expected:
-        # VTAB-1k's named subsets have fixed sizes (vtab_tasks.md §2); a copy with fewer rows is incomplete
+        # VTAB-1k's named subsets have fixed sizes (docs/vtab.md#splits); a copy with fewer rows is incomplete
         note = f"split {split!r} has {len(result)} images, VTAB-1k defines {expected}: the data copy is incomplete"
         warnings.warn(f"task {task.name!r}: {note}", stacklevel=2)
         result.provenance.setdefault("caveats", []).append(note)
         result.provenance["incomplete"] = True
     if task.metric == "real" and split == task.test_split:
-        from vitbench.data.real import real_label_sets_for_split
-
         result.real_labels = real_label_sets_for_split(result, task.options, root)
         result.provenance["real_labels"] = {"scored": sum(1 for s in result.real_labels if s), "n": len(result)}
     if skip_corrupt:

@@ -27,7 +27,7 @@ from vitbench.data.loader import load_split
 from vitbench.data.prepared import MANIFEST, entry_matches_task, manifest_path, read_manifest
 from vitbench import fsutil
 from vitbench.errors import VitbenchError, unknown_name
-from vitbench.suites import TaskSpec
+from vitbench.spec import TaskSpec
 
 FORMAT = 1
 SHARD_BYTES = 256 << 20

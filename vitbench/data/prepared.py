@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from vitbench import fsutil
 from vitbench.data.base import ImageSplit, decode_image
 from vitbench.errors import VitbenchError
-from vitbench.suites import TaskSpec
+from vitbench.spec import TaskSpec
 
 MANIFEST = "manifest.json"
 

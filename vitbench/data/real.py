@@ -1,7 +1,7 @@
 """ImageNet ReaL ("Are we done with ImageNet?", Beyer et al. 2020): label sets and the ReaL metric.
 
 `real.json` is a list of 50,000 lists of class ids in validation file-name order, entry 0 being
-ILSVRC2012_val_00000001.JPEG (1-based file numbers, as timm's RealLabelsImagenet; vtab_tasks.md §4).
+ILSVRC2012_val_00000001.JPEG (1-based file numbers, as timm's RealLabelsImagenet; docs/real.md).
 ReaL accuracy: images with an empty set are left out of numerator and denominator; a prediction is a hit if
 it is in the set. Exercised by `vitbench run` on tasks with `metric = "real"`.
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vitbench import env
 from vitbench.errors import VitbenchError
 
 REAL_FILE_TEMPLATE = "ILSVRC2012_val_{:08d}.JPEG"
@@ -22,12 +23,7 @@ REAL_FILE_TEMPLATE = "ILSVRC2012_val_{:08d}.JPEG"
 
 def default_real_json(data_root: Path | None = None) -> Path:
     """`$VITBENCH_REAL_JSON`, else `<data_root>/real.json`."""
-    env = os.environ.get("VITBENCH_REAL_JSON")
-    if env:
-        return Path(env).expanduser()
-    from vitbench.data.loader import default_data_root
-
-    return Path(data_root or default_data_root()) / "real.json"
+    return env.real_json(data_root)
 
 
 def load_real_labels(path: Path | str) -> dict[str, list[int]]:
@@ -85,9 +81,7 @@ def real_label_sets_for_split(split, options: dict | None = None, data_root: Pat
     if name:
         path = Path(name).expanduser()
         if not path.is_absolute():
-            from vitbench.data.loader import default_data_root
-
-            path = Path(data_root or default_data_root()) / path
+            path = env.data_root(data_root) / path
     else:
         path = default_real_json(data_root)
     return label_sets_for(split.keys, load_real_labels(path))

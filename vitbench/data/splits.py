@@ -1,7 +1,7 @@
 """Split expressions: parse TFDS-style slice strings and resolve them against a source's split sizes.
 
 Owns the slice arithmetic behind every task split (`train[:800]+train[2754:2954]`, `test[50%:]`,
-`validation[:200]`), exactly as TFDS/task_adaptation define them (vtab_tasks.md §2): plain prefixes and
+`validation[:200]`), exactly as TFDS/task_adaptation define them (docs/vtab.md#splits): plain prefixes and
 ranges in source order, no shuffling, percent boundaries rounded to the closest index (TFDS "closest"
 rounding). Exercised by `vitbench validate` (syntax) and every `vitbench run` / `vitbench data prepare`.
 """

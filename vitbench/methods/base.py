@@ -72,8 +72,8 @@ def check_img_size(img_size: Any, where: str) -> None:
 
 
 def check_preprocessing(resize: Any, interpolation: Any, crop_pct: Any, where: str) -> None:
-    """Eval preprocessing of frozen features or fine-tuning evaluation (`vitbench.data.transforms`)."""
-    from vitbench.data.transforms import PIL_INTERPOLATION, RESIZE_MODES
+    """Eval preprocessing of frozen features or fine-tuning evaluation (`vitbench.data.resize`)."""
+    from vitbench.data.resize import PIL_INTERPOLATION, RESIZE_MODES  # torch-free: `vitbench validate` stays fast
 
     if resize not in RESIZE_MODES:
         raise VitbenchError(f"{where}: resize must be one of {list(RESIZE_MODES)}, got {resize!r}")

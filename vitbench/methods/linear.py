@@ -10,7 +10,7 @@ What it follows:
   regularisation strength chosen on a validation split. We solve the same objective with torch's L-BFGS
   (strong-Wolfe line search) in float64 from zero: deterministic, no seed.
 - VTAB-1k (Zhai et al. 2019): select on train800 -> val200, retrain on train800val200, score test; set
-  `select_train_split = "train800"`, `select_eval_split = "val200"` (as `suites/vtab.toml` does). A task
+  `select_train_split = "train800"`, `select_eval_split = "val200"` (as `vitbench/suite_files/vtab.toml` does). A task
   without such splits leaves both empty: `val_fraction` of its training split (a fixed permutation) is held
   out for the selection.
 Objective: mean cross-entropy + wd/2 * ||W||^2 (bias not penalised), on features standardised with the

@@ -10,12 +10,26 @@ Public API (stable):
 - `state_dict_sha256(state_dict) -> str`; `resample_pos_embed(...)` for resolution changes.
 Names: paper names (optionally `.tag`, e.g. `vit_b16.augreg_in21k`, `vit_b16.tv_in1k`), `timm:<arch>[.tag]`,
 `torchvision:<builder>[.ENUM]`. Weights: "default" | "none" | a tag | a path (.safetensors, Google .npz, .pth).
+
+
+Importing `vitbench.models` (or its torch-free `registry`) does not import torch: the names below load their
+module on first use, so `vitbench ls models` stays fast.
 """
 
-from vitbench.models.backbone import Backbone, state_dict_sha256
-from vitbench.models.build import create, resolve_weights_id
-from vitbench.models.posembed import resample_pos_embed
-from vitbench.models.registry import MODELS, ModelInfo, available_tags, list_models, models_table
+import importlib
+
+_HOME = {
+    "Backbone": "backbone", "state_dict_sha256": "backbone", "create": "build", "resolve_weights_id": "weights",
+    "resample_pos_embed": "posembed", "MODELS": "registry", "ModelInfo": "registry",
+    "available_tags": "registry", "list_models": "registry", "models_table": "registry",
+}
+
+
+def __getattr__(name: str):
+    if name in _HOME:
+        return getattr(importlib.import_module(f"vitbench.models.{_HOME[name]}"), name)
+    raise AttributeError(f"module 'vitbench.models' has no attribute {name!r}")
+
 
 __all__ = [
     "MODELS",

@@ -4,7 +4,7 @@ Owns `Backbone` (an `nn.Module` wrapping a timm or torchvision network): `forwar
 pre-logits representation (ViT: class token after the final LayerNorm with no pre-logits dense layer; BiT:
 global-average-pooled features), `forward(x)` returns logits from a new zero-initialised `Linear(D, K)` head when
 one was asked for (the paper removes the whole pre-training head and adds one zero-initialised D x K layer,
-finetune_and_weights.md §1.1), and `num_features`, `data_config`, `weights_info` describe it.
+docs/finetune.md#paper-recipe), and `num_features`, `data_config`, `weights_info` describe it.
 Also owns `state_dict_sha256`. Exercised by `vitbench run`, `vitbench fewshot`, `vitbench finetune`.
 """
 

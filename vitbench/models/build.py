@@ -1,6 +1,6 @@
 """Building a `Backbone` from a model name and a weights choice: the body of `vitbench.models.create`.
 
-Owns `create`, `resolve_weights_id` and the weights-choice rules: `"default"` (the registry's checkpoint, e.g. the
+Owns `create`; the weights-choice rules (`vitbench.models.weights`) are: `"default"` (the registry's checkpoint, e.g. the
 paper's ImageNet-21k `orig_in21k`), `"none"` (random init, recorded as such), a tag (`augreg_in21k`, `tv_in1k`,
 a torchvision enum name for `torchvision:` models) or a local file path. Paper names and `timm:` names become timm
 networks; `vit_*.tv_*` tags convert torchvision's ViT weights to timm's layout (a rename), `torchvision:` names stay
@@ -23,46 +23,7 @@ from vitbench.models.backbone import Backbone, state_dict_sha256
 from vitbench.models.npz import load_bit_npz, npz_kind, vit_npz_to_timm
 from vitbench.models.posembed import recorded_mode
 from vitbench.models.registry import TORCHVISION_VIT_TAGS, ModelRef, check_img_size, hub_weights_id, parse_model_name
-
-RANDOM = ("none", "random")
-DEFAULT = (None, "", "default")
-FILE_SUFFIXES = (".safetensors", ".npz", ".pth", ".pt", ".bin", ".ckpt")
-
-
-def _is_path(weights: str) -> bool:
-    return os.sep in weights or weights.lower().endswith(FILE_SUFFIXES) or Path(weights).exists()
-
-
-def _choice(ref: ModelRef, weights: str | os.PathLike | None) -> tuple[str, str | None]:
-    """("random" | "file" | "hub", tag-or-path) for a weights argument."""
-    if weights in DEFAULT:
-        return "hub", ref.tag
-    if isinstance(weights, str) and weights.lower() in RANDOM:
-        return "random", None
-    if isinstance(weights, os.PathLike) or _is_path(weights):
-        path = os.fspath(weights)
-        if not Path(path).is_file():
-            raise VitbenchError(f"weights file {path!r} does not exist; pass an existing .safetensors, .npz "
-                                "or .pth file")
-        return "file", path
-    if ref.info is not None:  # a tag: validate it through the name parser
-        return "hub", parse_model_name(f"{ref.info.name}.{weights}").tag
-    if ref.library == "timm":
-        return "hub", parse_model_name(f"timm:{ref.arch}.{weights}").tag
-    return "hub", weights
-
-
-def resolve_weights_id(name: str, weights: str | os.PathLike | None = "default") -> str:
-    """The weights id that goes into cell keys, without building anything: `timm/<arch>.<tag>`,
-    `torchvision/<builder>.<ENUM>`, `file:<sha256 of the file>` or `none` (random init)."""
-    ref = parse_model_name(name)
-    kind, value = _choice(ref, weights)
-    if kind == "random":
-        return "none"
-    if kind == "file":
-        return f"file:{ckpt.file_sha256(value)}"
-    return hub_weights_id(ref, value)
-
+from vitbench.models.weights import _choice, resolve_weights_id  # noqa: F401  (re-exported)
 
 def _pretrained_data(ref: ModelRef, kind: str, weights_id: str) -> str | None:
     if kind == "random":

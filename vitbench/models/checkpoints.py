@@ -11,7 +11,6 @@ Exercised by `vitbench run --model vit_b16 [--weights PATH]`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import urllib.parse
@@ -21,13 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from vitbench.env import hub_offline
 from vitbench.errors import VitbenchError
+from vitbench.hashing import file_sha256  # noqa: F401  (re-exported: weights ids hash files)
 from vitbench.models.posembed import resample_pos_embed
 
 PROBE_TIMEOUT_S = 3.0
 HUB_FILENAMES = ("model.safetensors", "pytorch_model.bin")
 _WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "module", "params")
-_FILE_HASHES: dict[tuple[str, int, int], str] = {}
 
 
 def _one_line(exc: BaseException) -> str:
@@ -35,18 +35,6 @@ def _one_line(exc: BaseException) -> str:
     return text[:200]
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes, memoised per (path, size, mtime) for this process."""
-    p = Path(path)
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _FILE_HASHES:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-        _FILE_HASHES[key] = h.hexdigest()
-    return _FILE_HASHES[key]
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor] | dict[str, np.ndarray]:
@@ -100,7 +88,7 @@ def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
 
 def torchvision_vit_to_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename a torchvision ViT state dict to timm's layout: a rename only, q/k/v stay stacked in the same order
-    (finetune_and_weights.md §2.4, key-mapping table)."""
+    (docs/models.md#state-dict-keys)."""
     out: dict[str, torch.Tensor] = {}
     rename = {"conv_proj.weight": "patch_embed.proj.weight", "conv_proj.bias": "patch_embed.proj.bias",
               "class_token": "cls_token", "encoder.pos_embedding": "pos_embed",
@@ -162,8 +150,6 @@ def check_fits(sd: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], *
 # ---------------------------------------------------------------- offline-first downloads
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE") == "1"
 
 
 def _reachable(url: str) -> bool:
@@ -192,7 +178,7 @@ def fetch_hub_file(repo_id: str, *, model_name: str, weights_id: str,
         if isinstance(cached, str):
             return Path(cached)
     where = f"the Hugging Face cache ({constants.HF_HUB_CACHE}, repo {repo_id})"
-    if _offline():
+    if hub_offline():
         raise _missing(model_name, weights_id, where, "HF_HUB_OFFLINE=1")
     endpoint = constants.ENDPOINT
     if not _reachable(endpoint):
@@ -212,7 +198,7 @@ def fetch_url(url: str, *, model_name: str, weights_id: str) -> Path:
     if target.is_file():
         return target
     where = f"the torch hub cache ({target})"
-    if _offline():
+    if hub_offline():
         raise _missing(model_name, weights_id, where, "HF_HUB_OFFLINE=1")
     if not _reachable(url):
         raise _missing(model_name, weights_id, where, f"{urllib.parse.urlparse(url).hostname} cannot be reached")

@@ -4,8 +4,8 @@ Owns `vit_npz_to_timm` (vit_jax layout `Transformer/encoderblock_i/MultiHeadDotP
 optional `opt/target/` prefix, and big_vision's `params/[img/]` layout with sub-module indices 0/0/1/0 and
 top-level `pos_embedding`), `timm_vit_to_npz` (the inverse, used to write test fixtures and to export), and
 `load_bit_npz` (BiT `resnet/...` files, through timm's own loader). The checkpoint's `pre_logits` and `head`
-are not carried over: the paper removes the whole pre-training head (finetune_and_weights.md §1.1).
-Key names and transposes: finetune_and_weights.md §2.4 (key-mapping table, conversion rules).
+are not carried over: the paper removes the whole pre-training head (docs/finetune.md#paper-recipe).
+Key names and transposes: docs/models.md#state-dict-keys.
 Exercised by `vitbench run --model vit_b16 --weights ViT-B_16.npz`.
 """
 

@@ -5,10 +5,10 @@ reshaped to its 2D grid and resized to the new grid. Two recorded modes:
 
 - `"bilinear"` (default, the paper's behaviour): Google's `checkpoint.interpolate_posembed` and big_vision's
   `resample_posemb` zoom the grid with `scipy.ndimage.zoom(order=1)`, which equals
-  `F.interpolate(mode="bilinear", align_corners=True, antialias=False)` (finetune_and_weights.md §1.2).
+  `F.interpolate(mode="bilinear", align_corners=True, antialias=False)` (docs/finetune.md#vit_jax).
   Recorded as `"bilinear_align_corners"`.
 - `"bicubic"`: what timm's hub/state-dict path does (`resample_abs_pos_embed`: bicubic, align_corners=False,
-  antialias=True; finetune_and_weights.md §2.1). Recorded as `"bicubic"`.
+  antialias=True; docs/models.md#position-embeddings). Recorded as `"bicubic"`.
 
 Exercised by `vitbench run ... --img-size 384` (through `vitbench.models.create(..., img_size=384)`).
 """

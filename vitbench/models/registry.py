@@ -5,9 +5,9 @@ Owns: `ModelInfo` (one row of `vitbench ls models`), `list_models()`, `models_ta
 `torchvision:resnet50`) into a `ModelRef` naming the library, architecture and weights tag. Nothing here builds a
 model or touches the network. Exercised by `vitbench ls models` and by every command that takes `--model`.
 
-Facts carried over: Table 1 sizes (fewshot_and_paper.md "Table 1"), pre-training data sizes (fewshot_and_paper.md
-§B.1: ImageNet 1.3M, ImageNet-21k 14M, JFT 303M), pre-training compute (fewshot_and_paper.md Tables 2 and 6),
-checkpoint tags (finetune_and_weights.md §2.4, §3), [-1, 1] input scaling (finetune_and_weights.md §5.3).
+Facts carried over (docs/models.md): sizes (paper Table 1), pre-training data sizes (paper §4.1: ImageNet
+1.3M, ImageNet-21k 14M, JFT 303M), pre-training compute (paper Tables 2 and 6),
+checkpoint tags (docs/models.md#checkpoints), [-1, 1] input scaling (docs/models.md#checkpoints).
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ DATA_SIZES = {"ImageNet-1k": 1_280_000, IN21K: 14_000_000, "JFT-300M": 303_000_0
 DATA_ALIASES = {"ImageNet": "ImageNet-1k"}  # the paper's tables name ImageNet-1k pre-training "ImageNet"
 # Pre-training compute in exaFLOPs, as the paper's Table 6 prints it (JFT-300M pre-training only; the paper gives
 # no exaFLOPs for ImageNet / ImageNet-21k runs). (model, data) -> exaFLOPs; ViT-L/16 and ViT-H/14 use the
-# 14-epoch runs, which are the ones behind Table 5's JFT columns (fewshot_and_paper.md "Table 5" caveats).
+# 14-epoch runs, which are the ones behind Table 5's JFT columns (paper Tables 5 and 6; docs/models.md#sizes).
 PRETRAIN_EXAFLOPS = {
     ("vit_b32", "JFT-300M"): 55.0, ("vit_b16", "JFT-300M"): 224.0, ("vit_l32", "JFT-300M"): 196.0,
     ("vit_l16", "JFT-300M"): 1567.0, ("vit_h14", "JFT-300M"): 4262.0,
     ("bit_r50x1", "JFT-300M"): 50.0, ("bit_r101x1", "JFT-300M"): 96.0, ("bit_r152x2", "JFT-300M"): 1126.0,
 }
-GOOGLE_NORM = "[-1, 1] (mean = std = 0.5)"  # finetune_and_weights.md §5 item 3
+GOOGLE_NORM = "[-1, 1] (mean = std = 0.5)"  # docs/models.md#checkpoints
 IMAGENET_NORM = "ImageNet mean/std"
 
-# torchvision ViT builders and their weight enums (finetune_and_weights.md §2.2); tag -> enum member name.
+# torchvision ViT builders and their weight enums (docs/models.md#checkpoints); tag -> enum member name.
 TORCHVISION_VIT_TAGS = {
     "tv_in1k": "IMAGENET1K_V1",
     "tv_swag_e2e": "IMAGENET1K_SWAG_E2E_V1",
@@ -81,7 +81,7 @@ def _bit(name, arch, layers, d, n, ref):
 
 _ALL_TV = ("tv_in1k", "tv_swag_e2e", "tv_swag_linear")
 MODELS: dict[str, ModelInfo] = {m.name: m for m in [
-    # ViT-Ti/S are not in the ViT paper; their ImageNet-21k weights are AugReg's (finetune_and_weights.md §2.4).
+    # ViT-Ti/S are not in the ViT paper; their ImageNet-21k weights are AugReg's (docs/models.md#checkpoints).
     _vit("vit_ti16", "vit_tiny_patch16_224", "augreg_in21k", 16, 12, 192, 768, 3, 5_524_416,
          "not in ViT paper (AugReg)", "not published"),
     _vit("vit_s16", "vit_small_patch16_224", "augreg_in21k", 16, 12, 384, 1536, 6, 21_665_664,
@@ -96,7 +96,7 @@ MODELS: dict[str, ModelInfo] = {m.name: m for m in [
          "307M for Large (Table 1)", "JFT 7ep: 196 exaFLOPs (Table 6)", "vit_l_32", ("tv_in1k",)),
     _vit("vit_h14", "vit_huge_patch14_224", "orig_in21k", 14, 32, 1280, 5120, 16, 630_764_800,
          "632M (Table 1)", "JFT 14ep: 4262 exaFLOPs (Table 6)", "vit_h_14", ("tv_swag_e2e", "tv_swag_linear")),
-    # BiT-M (finetune_and_weights.md §3); reference counts are timm's results CSV, with a 1000-class head (§4.2).
+    # BiT-M (docs/models.md#checkpoints); reference counts are timm's results CSV, with a 1000-class head (§4.2).
     _bit("bit_r50x1", "resnetv2_50x1_bit", 50, 2048, 23_500_352, "25.55M incl. 1k head (timm CSV)"),
     _bit("bit_r50x3", "resnetv2_50x3_bit", 50, 6144, 211_174_080, "n/a"),
     _bit("bit_r101x1", "resnetv2_101x1_bit", 101, 2048, 42_492_480, "n/a"),
@@ -121,8 +121,9 @@ def list_models() -> list[ModelInfo]:
     return list(MODELS.values())
 
 
-def models_table():
-    """A pandas DataFrame with one row per paper model (what `vitbench ls models` prints)."""
+def models_table(timm_tags: bool = True):
+    """A pandas DataFrame with one row per paper model (what `vitbench ls models` prints). `other_tags` lists
+    the torchvision tags, plus every timm weights tag when `timm_tags` (which imports timm, hence torch)."""
     import pandas as pd
 
     rows = []
@@ -131,7 +132,7 @@ def models_table():
         row["params_backbone_m"] = round(row.pop("params_backbone") / 1e6, 2)
         row["pretrain_images"] = m.pretrain_images
         row["default_weights"] = m.default_weights
-        others = [t for t in available_tags(m.name) if t != m.default_tag]
+        others = [t for t in available_tags(m.name) if t != m.default_tag] if timm_tags else []
         row["other_tags"] = ", ".join(list(m.torchvision_tags) + [t for t in others if not t.startswith("tv_")])
         rows.append(row)
     return pd.DataFrame(rows).set_index("name")
@@ -231,8 +232,6 @@ def hub_weights_id(ref: ModelRef, tag: str | None = None) -> str:
     """The weights id of a hub checkpoint (`timm/<arch>.<tag>`, `torchvision/<builder>.<ENUM>`), no I/O."""
     tag = tag or ref.tag
     if ref.library == "torchvision":  # DEFAULT resolves to the concrete enum: it may change between versions
-        from vitbench.models.tvnets import weights_enum
-
         return f"torchvision/{ref.arch}.{weights_enum(ref.arch, tag).name}"
     if tag and tag.startswith("tv_"):
         return f"torchvision/{ref.info.torchvision_builder}.{TORCHVISION_VIT_TAGS[tag]}"
@@ -248,3 +247,19 @@ def hub_weights_id(ref: ModelRef, tag: str | None = None) -> str:
                                     "pass --weights PATH (a local file) or --weights none")
             tag = cfg.tag
     return f"timm/{ref.arch}.{tag}"
+
+
+def weights_enum(builder: str, enum_name: str | None):
+    """The torchvision weights enum member (`DEFAULT` when `enum_name` is None)."""
+    import torchvision
+
+    try:
+        enum_cls = torchvision.models.get_model_weights(builder)
+    except (ValueError, KeyError):
+        raise VitbenchError(f"torchvision model {builder!r} has no pretrained weights; pass --weights PATH "
+                            "or --weights none") from None
+    names = [e.name for e in enum_cls] + ["DEFAULT"]
+    name = enum_name or "DEFAULT"
+    if name not in names:
+        raise unknown_name(f"weights of torchvision:{builder}", name, names)
+    return enum_cls[name] if name != "DEFAULT" else enum_cls.DEFAULT

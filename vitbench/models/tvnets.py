@@ -1,7 +1,7 @@
 """torchvision networks and weights: `torchvision:<builder>` pass-through and the `vit_*.tv_*` weights tags.
 
 Owns `build_torchvision` (a torchvision model with its classifier replaced by `Identity`, so its output is the
-pre-logits vector: for `VisionTransformer` the class token after `encoder.ln`, finetune_and_weights.md §2.2),
+pre-logits vector: for `VisionTransformer` the class token after `encoder.ln`, docs/models.md#checkpoints),
 `fetch_torchvision_weights` (torch hub cache first, offline-first, loaded with `weights_only=True`) and
 `torchvision_data_config` (mean/std/interpolation/crop of a weights enum). Note: torchvision's ViT weights are
 not the paper's checkpoints (IMAGENET1K_V1 is trained from scratch on ImageNet-1k; SWAG is Facebook's
@@ -15,27 +15,12 @@ from typing import Any
 
 from torch import nn
 
-from vitbench.errors import VitbenchError, unknown_name
+from vitbench.errors import VitbenchError
 from vitbench.models import checkpoints as ckpt
 from vitbench.models.posembed import resample_pos_embed
+from vitbench.models.registry import hub_weights_id, weights_enum  # noqa: F401  (weights_enum re-exported)
 
 CLASSIFIER_ATTRS = ("heads", "fc", "classifier", "head")
-
-
-def weights_enum(builder: str, enum_name: str | None):
-    """The torchvision weights enum member (`DEFAULT` when `enum_name` is None)."""
-    import torchvision
-
-    try:
-        enum_cls = torchvision.models.get_model_weights(builder)
-    except (ValueError, KeyError):
-        raise VitbenchError(f"torchvision model {builder!r} has no pretrained weights; pass --weights PATH "
-                            "or --weights none") from None
-    names = [e.name for e in enum_cls] + ["DEFAULT"]
-    name = enum_name or "DEFAULT"
-    if name not in names:
-        raise unknown_name(f"weights of torchvision:{builder}", name, names)
-    return enum_cls[name] if name != "DEFAULT" else enum_cls.DEFAULT
 
 
 def fetch_torchvision_weights(builder: str, enum_name: str | None, *, model_name: str, weights_id: str):
@@ -77,8 +62,6 @@ def _strip_classifier(model: nn.Module) -> tuple[str, int]:
 def build_torchvision(ref, kind: str, value: str | None, img_size: int | None, pos_interp: str):
     """(trunk, num_features, data_config, source, weights_id) for a `torchvision:` name."""
     import torchvision
-
-    from vitbench.models.registry import hub_weights_id
 
     member = weights_enum(ref.arch, value) if kind == "hub" else None
     is_vit = ref.arch.startswith("vit_")

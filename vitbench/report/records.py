@@ -14,7 +14,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from vitbench.cells import canonical_json
+from vitbench.hashing import canonical_json, json_sha256
 
 # Fields of a record that define its number besides `cell` (the key payload): a result from another suite or
 # another vitbench release is its own definition, even when the cell payload is the same.
@@ -121,12 +121,13 @@ class RecordIds:
 
 
 def _hash(text: str) -> str:
+    """`definition_id` from an already made canonical JSON text (`vitbench.hashing.json_sha256`, 8 digits)."""
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def definition_id(defn: dict[str, Any]) -> str:
     """Short hash of a definition: records that differ only by seed share it."""
-    return _hash(canonical_json(defn))
+    return json_sha256(defn, 8)
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:

@@ -16,8 +16,9 @@ from urllib.parse import urlparse
 
 from PIL import Image
 
+from vitbench import env
 from vitbench.errors import VitbenchError
-from vitbench.suites import SourceSpec
+from vitbench.spec import SourceSpec
 
 
 class SourceUnavailable(VitbenchError):
@@ -70,12 +71,13 @@ def option(spec: SourceSpec, name: str, default: Any = None) -> Any:
 
 
 def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+    """Offline for datasets (`HF_HUB_OFFLINE` or `HF_DATASETS_OFFLINE`); see `vitbench.env`."""
+    return env.datasets_offline()
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether the HF endpoint accepts a TCP connection within `timeout` seconds (no retries)."""
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    url = urlparse(env.hf_endpoint())
     try:
         with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
             return True

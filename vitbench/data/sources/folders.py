@@ -1,7 +1,7 @@
 """Folder sources: the widely shared "vtab-1k" layout (`vtab1k_folder`) and class-per-folder trees
 (`imagefolder`).
 
-vtab-1k folder (NOAH `get_vtab1k.py`, vtab_tasks.md §3a): `<task>/images/<split>/NNNNNN.jpg` plus
+vtab-1k folder (NOAH `get_vtab1k.py`, docs/sources.md#vtab-1k-jpeg-folders): `<task>/images/<split>/NNNNNN.jpg` plus
 `<split>.txt` listing "path label" per line for train800, val200, train800val200 and test. Its labels are
 already VTAB's, and the split files are the VTAB-1k splits themselves, so the reader serves those split
 names directly; the JPEG copies are lossy, which every record flags.

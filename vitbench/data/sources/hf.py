@@ -3,7 +3,7 @@
 
 Options: `image_key` (default: first of image/img/webp/jpg/png), `label_key` (default label/cls),
 `config`, `revision`, `order_key` (sort rows by this column; wds default `__key__`, because shard files
-list as 0, 1, 10, 2... and the mirrors' `__key__` is the row index `s%07d`, vtab_tasks.md §3c),
+list as 0, 1, 10, 2... and the mirrors' `__key__` is the row index `s%07d`, docs/sources.md#hugging-face-mirrors),
 `key_column` (per-image names), `data_files` ({split: glob} for local files).
 Offline (HF_HUB_OFFLINE=1) a hub id that is not in the local HF caches fails at once without importing
 `datasets`; online, an unreachable hub fails after one 3 s connection attempt. Exercised by
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from vitbench import env
 from vitbench.data.base import decode_image
 from vitbench.data.fingerprint import files_stat, tree_stat
 from vitbench.data.sources.base import SourceReader, SourceUnavailable, hub_offline, hub_reachable, local_path, option
@@ -32,9 +33,7 @@ LABEL_KEYS = ("label", "cls", "labels", "fine_label")
 
 def hf_cache_candidates(repo_id: str) -> list[Path]:
     """Folders where a hub dataset would be cached locally (hub snapshot cache and datasets' arrow cache)."""
-    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")).expanduser()
-    hub = Path(os.environ.get("HF_HUB_CACHE", os.environ.get("HUGGINGFACE_HUB_CACHE", home / "hub"))).expanduser()
-    ds = Path(os.environ.get("HF_DATASETS_CACHE", home / "datasets")).expanduser()
+    hub, ds = env.hf_hub_cache(), env.hf_datasets_cache()
     return [hub / f"datasets--{repo_id.replace('/', '--')}", ds / repo_id.replace("/", "___")]
 
 
@@ -145,9 +144,7 @@ class HFReader(SourceReader):
 
 
 def _datasets_cache_dir() -> str:
-    from vitbench.data.loader import default_cache_dir
-
-    return str(default_cache_dir() / "hf-datasets")
+    return str(env.cache_dir() / "hf-datasets")
 
 
 WDS_HUB_DATA_FILES = ({"train": "train/*.tar", "test": "test/*.tar"}, {"test": "test/*.tar"})

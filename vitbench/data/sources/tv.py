@@ -4,7 +4,7 @@ Source splits per class follow torchvision's own arguments (CIFAR: train/test vi
 trainval/test; Flowers102, DTD, PCAM, CLEVRClassification: train/val/test; EuroSAT, Caltech101, SUN397:
 one split "all"). Options: `root` (default `<data_root>/torchvision`), `split_args` ({split: {kwargs}})
 to override, `kwargs` (passed to every split, e.g. {partition = 1} for DTD), `caveat` (recorded).
-Known mismatches with VTAB (vtab_tasks.md §3b): row order differs from TFDS, Caltech101 has 101 classes
+Known mismatches with VTAB (docs/sources.md#torchvision): row order differs from TFDS, Caltech101 has 101 classes
 (no BACKGROUND_Google) vs 102, CLEVRClassification labels are raw counts 3..10 (use clevr_count) and its
 test split has no labels. Downloads only when not offline. Exercised by `vitbench data prepare`.
 """
