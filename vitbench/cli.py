@@ -108,7 +108,6 @@ def _execute(
 ) -> None:
     from vitbench import fsutil, planner, results
     from vitbench.cells import RunContext
-    from vitbench.data import fingerprint
     from vitbench.suites import load_suite
     from vitbench.threads import check_threads
 
@@ -119,12 +118,13 @@ def _execute(
         suite, suite.run_models(_csv(model)), methods, weights=suite.run_weights(weights), tasks=_csv(tasks),
         overrides=planner.route_overrides(methods, options), pos_interp=suite.run_pos_interp(pos_interp),
     )
-    fingerprint.forget()  # look at the data as it is now
-    from vitbench.features import forget_splits
-
-    forget_splits()
     # --dry-run opens no data: a recorded cell counts as done; a real run also checks the record's data identity
-    check = None if dry_run else (lambda c: _current_data(fingerprint, c, data_root, cache_dir))
+    check = None
+    if not dry_run:
+        from vitbench.data import fingerprint
+
+        fingerprint.forget()  # look at the data as it is now
+        check = lambda c: _current_data(fingerprint, c, data_root, cache_dir)  # noqa: E731
     the_plan = planner.plan(cells, out_dir, force=force, shard=planner.parse_shard(shard), data_fingerprint=check)
     out.print(
         f"[bold]{suite.name}[/]: {len(the_plan.cells)} cells "
@@ -136,8 +136,10 @@ def _execute(
             out.print("(--dry-run counts recorded cells as done without opening the data; a run also checks that "
                       "each record was measured on the current data and reruns it otherwise)")
         return
+    from vitbench.features import default_cache_dir, forget_splits  # imports torch: only for a real run
+
+    forget_splits()  # splits kept between cells are read again as the data is now
     fsutil.sweep_stale_temps(out_dir)  # temp files of killed runs (their pid is gone)
-    from vitbench.features import default_cache_dir
 
     fsutil.sweep_stale_temps(default_cache_dir(cache_dir) / "features", default_cache_dir(cache_dir) / "images", recursive=False)
     if the_plan.todo:
@@ -429,7 +431,8 @@ def ls(
                 "pretrain_data", "native_resolution", "default_weights", "other_tags"]
         shown = table[[c for c in cols if c in table.columns]].astype(object)
         print_frame(shown.where(shown.notna(), ""),
-                     title="models (`name` or `name.tag`; also timm:<name>, torchvision:<name>, --weights PATH)"
+                     title="models (`name` or `name.tag`; also timm:<name>, torchvision:<name>, hf:<repo>, "
+                           "open_clip:<arch>/<tag>, timm:hf-hub:<repo>, --weights PATH)"
                            + ("" if tags else "; `--tags` lists every timm weights tag"))
     elif what == "methods":
         from vitbench.commands.console import print_methods

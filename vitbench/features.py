@@ -100,6 +100,9 @@ def feature_key(model, split, prep, *, split_name: str, model_name: str = "", ta
     sha = (getattr(model, "weights_info", None) or {}).get("weights_sha256")
     if not sha:
         raise VitbenchError("model has no weights_info['weights_sha256']; build it with vitbench.models.create")
+    output = (getattr(model, "weights_info", None) or {}).get("feature_output")
+    if output:  # hf:/open_clip:/module sources: the same weights give other features per output (cls, mean, ...)
+        sha = f"{sha}#{output}"
     return FeatureKey(sha, prep.to_dict(), split.fingerprint, split_name, model_name, task_name)
 
 
@@ -258,19 +261,20 @@ class CellFeatures:
                 "feature_cache": {role: self.splits[name][1].provenance() for role, name in roles.items()}}
 
 
-def cell_features(cell, ctx: RunContext, split_names: list[str], *, resize: str, interpolation: str,
-                  crop_pct: float) -> CellFeatures:
+def cell_features(cell, ctx: RunContext, split_names: list[str]) -> CellFeatures:
     """Cached features of `cell.model` on the named splits of `cell.task`, eval preprocessing, no augmentation.
 
-    Methods on frozen features (few-shot, kNN, linear probe) share this cache when their preprocessing agrees.
+    The preprocessing comes from the cell's params (`vitbench.methods.base.FeatureParams`), so methods on
+    frozen features (few-shot, kNN, linear probe) share this cache when their preprocessing agrees.
     """
     import dataclasses
 
     from vitbench.data.transforms import preprocessing_for
 
+    p = cell.params
     model = memo_model(cell.model, cell.weights, cell.img_size, cell.pos_interp)
-    prep = preprocessing_for(model.data_config, size=cell.img_size, resize=resize, interpolation=interpolation,
-                             crop_pct=crop_pct)
+    prep = preprocessing_for(model.data_config, size=cell.img_size, resize=p["resize"], interpolation=p["interpolation"],
+                             crop_pct=p["crop_pct"])
     prep = dataclasses.replace(prep, train_crop="none", hflip=False)  # frozen features: no augmentation
     out: dict[str, tuple[Any, Features]] = {}
     for name in dict.fromkeys(split_names):

@@ -60,6 +60,24 @@ class MethodParams:
         return [f.name for f in dataclasses.fields(cls)]
 
 
+@dataclasses.dataclass(frozen=True)
+class FeatureParams(MethodParams):
+    """Parameters of methods on cached frozen features (few-shot, kNN, linear probe): the eval preprocessing.
+
+    Shared defaults, so these methods share one feature cache: big_vision's few-shot preprocessing (resize
+    both sides to 256, bilinear, aspect not kept, central crop 224; at other sizes the same ratio).
+    """
+
+    img_size: int | None = dataclasses.field(default=None, metadata=EXECUTION)  # the model's native size when None
+    resize: str = "squash_crop"
+    crop_pct: float = 0.875
+    interpolation: str = "bilinear"
+
+    def check(self, where: str) -> None:
+        check_img_size(self.img_size, where)
+        check_preprocessing(self.resize, self.interpolation, self.crop_pct, where)
+
+
 def check_seeds(seeds: Any, where: str) -> None:
     values = as_list(seeds)
     if not values or any(not is_int(s) or s < 0 for s in values):
@@ -182,7 +200,9 @@ class Method(ABC):
     def describe(self) -> list[tuple[str, Any]]:
         """(parameter, default) pairs for `vitbench ls methods`."""
         d = self.defaults()
-        return [(f.name, getattr(d, f.name)) for f in dataclasses.fields(d)]
+        own = set(type(d).__dict__.get("__annotations__", {}))  # the method's own parameters first, shared ones after
+        fields = sorted(dataclasses.fields(d), key=lambda f: f.name not in own)
+        return [(f.name, getattr(d, f.name)) for f in fields]
 
 
 def recorded_values(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -9,8 +9,10 @@ Public API (stable):
 - `list_models() -> list[ModelInfo]`, `models_table() -> pandas.DataFrame` (`vitbench ls models`).
 - `state_dict_sha256(state_dict) -> str`; `resample_pos_embed(...)` for resolution changes.
 Names: paper names (optionally `.tag`, e.g. `vit_b16.augreg_in21k`, `vit_b16.tv_in1k`), `timm:<arch>[.tag]`,
-`torchvision:<builder>[.ENUM]`. Weights: "default" | "none" | a tag | a path (.safetensors, Google .npz, .pth).
-
+`torchvision:<builder>[.ENUM]`, `hf:<repo or folder>[#pooled|#cls|#mean]` (`models/hf.py`),
+`open_clip:<arch>[/<tag>][#pooled|#embed]` (`models/openclip.py`), `timm:hf-hub:<repo>` / `timm:local-dir:<dir>`
+(`models/timmhub.py`), and names registered in memory by `vitbench.evaluate` (`models/sources.py`, `custom.py`).
+Weights: "default" | "none" | a tag | a path (.safetensors, Google .npz, .pth).
 
 Importing `vitbench.models` (or its torch-free `registry`) does not import torch: the names below load their
 module on first use, so `vitbench ls models` stays fast.

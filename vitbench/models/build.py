@@ -19,6 +19,7 @@ from torch import nn
 
 from vitbench.errors import VitbenchError
 from vitbench.models import checkpoints as ckpt
+from vitbench.models import sources
 from vitbench.models.backbone import Backbone, state_dict_sha256
 from vitbench.models.npz import load_bit_npz, npz_kind, vit_npz_to_timm
 from vitbench.models.posembed import recorded_mode
@@ -46,16 +47,20 @@ def create(name: str, weights: str | os.PathLike | None = "default", img_size: i
            num_classes: int | None = None, *, pos_interp: str = "bilinear", drop_rate: float = 0.0) -> Backbone:
     """Build a backbone by name with the chosen weights.
 
-    `name`: a paper name (`vit_b16`, `bit_r50x1`, optionally `.tag`), `timm:<arch>[.tag]` or
-    `torchvision:<builder>[.ENUM]`. `weights`: "default" | "none" | a tag | a local file path.
+    `name`: a paper name (`vit_b16`, `bit_r50x1`, optionally `.tag`), `timm:<arch>[.tag]`,
+    `torchvision:<builder>[.ENUM]`, or a spec of `vitbench.models.sources` (`hf:`, `open_clip:`, `timm:hf-hub:`).
+    `weights`: "default" | "none" | a tag | a local file path.
     `img_size`: input resolution (ViT position embeddings are resized with `pos_interp`, "bilinear" =
     Google's align-corners zoom, or "bicubic"). `num_classes`: attach a zero-initialised `Linear(D, K)` head.
     """
     recorded_mode(pos_interp)
     check_img_size(name, img_size)
+    started = time.perf_counter()
+    built = sources.build(name, weights, img_size=img_size, pos_interp=pos_interp, drop_rate=drop_rate)
+    if built is not None:
+        return _from_source(name, built, num_classes, time.perf_counter() - started)
     ref = parse_model_name(name)
     kind, value = _choice(ref, weights)
-    started = time.perf_counter()
     if ref.library == "torchvision":
         from vitbench.models.tvnets import build_torchvision
 
@@ -81,6 +86,26 @@ def create(name: str, weights: str | os.PathLike | None = "default", img_size: i
         "hash_seconds": round(time.perf_counter() - started, 3),
     }
     return Backbone(trunk, ref.library, num_features, data_config, info, num_classes).eval()
+
+
+def _from_source(name: str, built: sources.Built, num_classes: int | None, load_s: float) -> Backbone:
+    trunk = built.trunk.eval()
+    started = time.perf_counter()
+    sha = state_dict_sha256(trunk.state_dict())
+    info: dict[str, Any] = {
+        "model": name,
+        "weights_id": built.weights_id,
+        "weights_sha256": sha,
+        "source": built.source,
+        "random_init": built.random_init,
+        "pretrained_data": built.pretrained_data,
+        "pos_embed_interpolation": None,
+        "img_size": int(built.data_config["input_size"][-1]),
+        **built.extra,
+        "load_seconds": round(load_s, 3),
+        "hash_seconds": round(time.perf_counter() - started, 3),
+    }
+    return Backbone(trunk, built.library, built.num_features, built.data_config, info, num_classes).eval()
 
 
 def _has_pos_embed(trunk: nn.Module) -> bool:
