@@ -19,6 +19,7 @@ DEFAULT_L2 = 2.0**10  # big_vision l2_reg = 1024
 DEFAULT_L2_GRID = tuple(2.0**e for e in range(-10, 20))  # 2^-10 .. 2^19, 30 values (scenic / uncertainty-baselines)
 L2_SELECT_MODES = ("fixed", "mean-rank", "leave-self-out", "cv")
 PRECISIONS = ("float64", "float32", "mixed")
+FEATURE_LAYERS = ("pre_logits", "cls")
 CROSS_TASK = ("mean-rank", "leave-self-out")  # l2 chosen from several tasks' records, at summary time
 
 
@@ -29,12 +30,19 @@ class FewshotParams(FeatureParams):
     l2: float = DEFAULT_L2
     l2_select: str = "fixed"
     l2_grid: Any = field(default_factory=lambda: list(DEFAULT_L2_GRID))
-    precision: str = "float64"  # float64 solve; "mixed" = float64 solve + float32 prediction (BENCHMARKS.md)
+    # float64 solve; "mixed" = float64 solve + float32 prediction (BENCHMARKS.md); "float32" = big_vision's own
+    # float32 computation, in its order of operations (docs/preprocessing.md)
+    precision: str = "float64"
     cv_folds: int = 5
+    # big_vision reads out["pre_logits"]: tanh(Dense) when the checkpoint has a representation layer, else the
+    # class token after the final LayerNorm ("cls": always the class token); docs/preprocessing.md
+    feature_layer: str = "pre_logits"
 
     def check(self, where: str) -> None:
         check_seeds(self.seeds, where)
         super().check(where)  # img_size and the eval preprocessing
+        if self.feature_layer not in FEATURE_LAYERS:
+            raise VitbenchError(f"{where}: feature_layer must be one of {list(FEATURE_LAYERS)}, got {self.feature_layer!r}")
         shots = as_list(self.shots)
         if not shots or any(not is_int(s) or s < 1 for s in shots):
             raise VitbenchError(f"{where}: shots must be positive integers like 1,5,10,25, got {self.shots!r}")

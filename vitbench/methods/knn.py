@@ -69,18 +69,20 @@ class Knn(Method):
         import time
 
         from vitbench.cells import CellResult
+        from vitbench.data.order import check_class_coverage
         from vitbench.features import cell_features, classification_metrics
 
         p, task = cell.params, cell.task
         t0 = time.perf_counter()
         feats = cell_features(cell, ctx, [task.train_split, task.test_split])
         (train, f_train), (test, f_test) = feats.splits[task.train_split], feats.splits[task.test_split]
+        coverage = check_class_coverage(task, task.train_split, train.labels, task.test_split, test.labels)
         t1 = time.perf_counter()
         preds = knn_predict(f_train.array, train.labels, f_test.array, k=p["k"], temperature=p["temperature"],
                             num_classes=task.num_classes)
         details = {"k": p["k"], "k_used": min(p["k"], len(train)), "temperature": p["temperature"],
                    "n_train": len(train), "n_test": len(test), "feature_dim": int(f_train.array.shape[1]),
-                   "train_split": task.train_split, "test_split": task.test_split,
+                   "train_split": task.train_split, "test_split": task.test_split, "class_coverage": coverage,
                    "timings": {"features_s": round(t1 - t0, 4), "knn_s": round(time.perf_counter() - t1, 4)}}
         return CellResult(metrics=classification_metrics(preds, test, task.metric), details=details,
                           provenance=feats.provenance({"train": task.train_split, "test": task.test_split}))

@@ -136,6 +136,7 @@ class Linear(Method):
         import time
 
         from vitbench.cells import CellResult
+        from vitbench.data.order import check_class_coverage
         from vitbench.features import cell_features, classification_metrics
 
         p, task = cell.params, cell.task
@@ -143,6 +144,10 @@ class Linear(Method):
         names = [task.train_split, task.test_split] + [n for n in (p["select_train_split"], p["select_eval_split"]) if n]
         feats = cell_features(cell, ctx, names)
         (train, f_train), (test, f_test) = feats.splits[task.train_split], feats.splits[task.test_split]
+        coverage = [check_class_coverage(task, task.train_split, train.labels, task.test_split, test.labels)]
+        if p["select_train_split"]:
+            coverage.append(check_class_coverage(task, p["select_train_split"], feats.splits[p["select_train_split"]][0].labels,
+                                                 p["select_eval_split"], feats.splits[p["select_eval_split"]][0].labels))
         x_all, y_all = np.asarray(f_train.array), np.asarray(train.labels)
         if p["select_train_split"]:
             (s_train, f_s), (s_eval, f_e) = feats.splits[p["select_train_split"]], feats.splits[p["select_eval_split"]]
@@ -167,7 +172,7 @@ class Linear(Method):
             "chosen_wd": wd, "val_acc_per_wd": {repr(v): a for v, a in val_acc.items()}, "selection": selection,
             "selection_fits": fits, "final_fit": final, "normalize": mode, "solver": "L-BFGS (strong Wolfe), float64",
             "n_train": int(len(y_all)), "n_select_train": int(len(y_fit)), "n_select_eval": int(len(y_val)),
-            "n_test": int(len(test)), "feature_dim": int(x_all.shape[1]),
+            "n_test": int(len(test)), "feature_dim": int(x_all.shape[1]), "class_coverage": coverage,
             "timings": {"features_s": round(t1 - t0, 4), "fit_s": round(time.perf_counter() - t1, 4)},
         }
         roles = {"train": task.train_split, "test": task.test_split}

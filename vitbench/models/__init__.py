@@ -2,7 +2,7 @@
 and local checkpoints, all behind one interface.
 
 Public API (stable):
-- `create(name, weights="default", img_size=None, num_classes=None, *, pos_interp="bilinear", drop_rate=0.0)
+- `create(name, weights="default", img_size=None, num_classes=None, *, pos_interp="bilinear", dropout=0.0)
   -> Backbone` (an `nn.Module`): `forward_features(x) -> [B, D]` pre-logits, `forward(x)` logits of a
   zero-initialised `Linear(D, K)` head when `num_classes=K`, `num_features`, `data_config`, `weights_info`.
 - `resolve_weights_id(name, weights="default") -> str`: the weights id for cell keys, without loading.

@@ -171,7 +171,7 @@ class Registered:
     def _build_alias(self, weights, img_size, pos_interp, drop_rate, overrides) -> Built:
         from vitbench.models.build import create
 
-        backbone = create(self.spec, weights, img_size=img_size, pos_interp=pos_interp, drop_rate=drop_rate)
+        backbone = create(self.spec, weights, img_size=img_size, pos_interp=pos_interp, dropout=drop_rate)
         info = backbone.weights_info
         data_config = {**backbone.data_config, **overrides}
         extra = {k: v for k, v in info.items() if k in ("feature_output", "model_preprocessing", "revision")}

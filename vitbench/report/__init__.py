@@ -107,7 +107,8 @@ def _data_warnings(recs: list[dict[str, Any]], long: pd.DataFrame) -> list[str]:
     if flagged["lossy"]:
         out.append(f"Lossy (JPEG) copies of the data were used for: {', '.join(sorted(flagged['lossy']))}.")
     if flagged["incomplete"]:
-        out.append("Incomplete copies of VTAB-1k subsets (fewer than 800/200/1000 images) were used for: "
+        out.append("Incomplete data copies (a split with other than its defined size: VTAB-1k's 800/200/1000, or a task's "
+                   "expected test size) were used for: "
                    f"{', '.join(sorted(flagged['incomplete']))}.")
     notes = sorted({n for n in long.get("note", pd.Series(dtype=object)) if n and "one task" in n})
     out += [f"Few-shot l2 selection: {n}." for n in notes]
