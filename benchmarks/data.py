@@ -56,7 +56,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["VITBENCH_CACHE_DIR"] = str(Path(tmp) / "cache")
         split = load_split(write_fixture(Path(tmp) / "imgs", args.n), "train")
-        prep = Preprocessing(size=args.size, interpolation="bicubic")
+        prep = Preprocessing(size=args.size, interpolation="bicubic", resize_impl="pil")
         n, bs = len(split), args.batch
 
         def decode_epoch():

@@ -44,7 +44,8 @@ def timed_cli(args: list[str], repeat: int, cwd: Path) -> tuple[float, float, st
 def dry_run_vs_validate(repeat: int, work: Path) -> None:
     from vitbench.models import list_models
 
-    models = ",".join(m.name for m in list_models())
+    # the registry's models whose patch divides the paper suite's 384 px (ViT-H/14 needs 378 or 392 there)
+    models = ",".join(m.name for m in list_models() if 384 % (getattr(m, "patch_size", None) or 16) == 0)
     v_wall, v_cpu, _ = timed_cli(["validate", "paper"], repeat, work)
     d_wall, d_cpu, out = timed_cli(["run", "--suite", "paper", "--model", models, "--dry-run", "-o", str(work / "empty")], repeat, work)
     first = out.strip().splitlines()[0]

@@ -2,12 +2,16 @@
 
 Writes N records in the record schema (README.md "Result records": the fields `vitbench.results.make_record`
 writes, with realistic cell, params, details and provenance) for a VTAB-style study (19 tasks x models x
-few-shot shots / fine-tuning x seeds), then times, in the same run:
+few-shot shots / fine-tuning x seeds), then times, in the same run, interleaved (the order alternating each
+round), the medians compared:
 
 - reference: `json.load` of every file + `pandas.json_normalize` (reading the records into a table);
-- report: `vitbench.results.load_records` + `vitbench.report.build_report` (all tables, figures, HTML, Markdown).
+- report: `vitbench.results.load_records` + `vitbench.report.build_report` into a fresh folder (all tables,
+  figures, HTML, Markdown, CSV), as `vitbench report` does (matplotlib's import falls in the first round,
+  pandas' before the first reference round).
 
-Prints `ratio_report_vs_json_pandas=X` per N and the HTML size. Usage:
+Prints `ratio_report_vs_json_pandas=X` (ratio of medians) per N, every round's times, the breakdown (load /
+tables / figures + files) and the HTML size. Usage:
 
     python benchmarks/report.py                 # N = 5000 and 100000
     python benchmarks/report.py --n 5000 --keep /tmp/records
@@ -95,11 +99,15 @@ def reference_read(folder: Path):
     return pd.json_normalize(recs)
 
 
-def run(n: int, keep: Path | None, repeat: int) -> float:
-    import matplotlib.pyplot  # noqa: F401 - imported before timing, as pandas is for the reference
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
 
+
+def run(n: int, keep: Path | None, repeat: int) -> float:
     from vitbench import results
-    from vitbench.report import build_report
+    from vitbench.report import analyse, build_report
 
     folder = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="vitbench-report-bench-"))
     try:
@@ -107,34 +115,42 @@ def run(n: int, keep: Path | None, repeat: int) -> float:
             t0 = time.perf_counter()
             write_records(folder, n)
             print(f"n={n}: wrote records in {time.perf_counter() - t0:.1f} s")
-        reference_read(folder)  # warm the page cache for both timings; both sides' modules are imported already
+        reference_read(folder)  # warm the page cache and pandas for both sides
         out = folder.parent / (folder.name + "-report")
-        t_ref = t_rep = float("inf")
-        for _ in range(repeat):  # best of `repeat` for both sides: the machine is shared
-            t0 = time.perf_counter()
-            frame = reference_read(folder)
-            t_ref = min(t_ref, time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            paths = build_report(results.load_records(folder), out, title="benchmark")
-            t_rep = min(t_rep, time.perf_counter() - t0)
-        from vitbench.report import analyse
-
-        t0 = time.perf_counter()
-        recs = results.load_records(folder)
-        t_load = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        analysis = analyse(recs)
-        t_tables = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        build_report(recs, out, title="benchmark", analysis=analysis)
-        t_write = time.perf_counter() - t0
-        print(f"n={n}: breakdown: load {t_load:.2f} s, tables {t_tables:.2f} s, figures + files {t_write:.2f} s; "
-              f"ratio_load_and_tables_vs_json_pandas={(t_load + t_tables) / t_ref:.2f}")
+        ref: list[float] = []
+        rep: list[float] = []
+        cpu: dict[str, list[float]] = {"ref": [], "rep": []}  # process CPU seconds: less sensitive to other jobs
+        parts: dict[str, list[float]] = {"load": [], "tables": [], "figures + files": []}
+        for i in range(repeat):  # interleaved, the order alternating each round: the machine is shared
+            for side in (("ref", "rep") if i % 2 == 0 else ("rep", "ref")):
+                shutil.rmtree(out, ignore_errors=True)  # every report is written into a fresh folder
+                c0, t0 = time.process_time(), time.perf_counter()
+                if side == "ref":
+                    frame = reference_read(folder)
+                    ref.append(time.perf_counter() - t0)
+                    cpu["ref"].append(time.process_time() - c0)
+                    continue
+                recs = results.load_records(folder)
+                t1 = time.perf_counter()
+                analysis = analyse(recs)
+                t2 = time.perf_counter()
+                paths = build_report(recs, out, title="benchmark", analysis=analysis)
+                t3 = time.perf_counter()
+                rep.append(t3 - t0)
+                cpu["rep"].append(time.process_time() - c0)
+                for k, v in zip(parts, (t1 - t0, t2 - t1, t3 - t2)):
+                    parts[k].append(v)
         size = paths["html"].stat().st_size
-        print(f"n={n}: best of {repeat}: json+pandas {t_ref:.2f} s ({frame.shape[1]} columns); report {t_rep:.2f} s; index.html {size / 1e6:.2f} MB")
-        print(f"n={n}: ratio_report_vs_json_pandas={t_rep / t_ref:.2f}")
+        breakdown = ", ".join(f"{k} {_median(v):.2f} s" for k, v in parts.items())
+        print(f"n={n}: {repeat} interleaved rounds, medians: json+pandas {_median(ref):.2f} s ({frame.shape[1]} columns); "
+              f"report {_median(rep):.2f} s ({breakdown}); index.html {size / 1e6:.2f} MB")
+        print(f"n={n}: per round, json+pandas: {' '.join(f'{t:.2f}' for t in ref)}; report: {' '.join(f'{t:.2f}' for t in rep)}")
+        print(f"n={n}: best: json+pandas {min(ref):.2f} s, report {min(rep):.2f} s, ratio {min(rep) / min(ref):.2f}")
+        print(f"n={n}: CPU seconds, medians: json+pandas {_median(cpu['ref']):.2f}, report {_median(cpu['rep']):.2f}, "
+              f"ratio {_median(cpu['rep']) / _median(cpu['ref']):.2f}")
+        print(f"n={n}: ratio_report_vs_json_pandas={_median(rep) / _median(ref):.2f} (medians)")
         shutil.rmtree(out, ignore_errors=True)
-        return t_rep
+        return _median(rep)
     finally:
         if not keep:
             shutil.rmtree(folder, ignore_errors=True)
@@ -144,7 +160,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, action="append", help="number of records (repeatable; default 5000 and 100000)")
     ap.add_argument("--keep", type=Path, help="write / reuse the records in this folder (one --n only)")
-    ap.add_argument("--repeat", type=int, default=3, help="timings per side at N <= 20000 (best is kept)")
+    ap.add_argument("--repeat", type=int, default=7, help="interleaved rounds at N <= 20000 (medians are compared)")
     args = ap.parse_args()
     for n in args.n or [5000, 100000]:
         t = run(n, args.keep, args.repeat if n <= 20000 else 1)

@@ -140,7 +140,7 @@ def test_method_lists_and_grouped_dry_run(workdir, capsys):
     code, out, err = run_cli(capsys, "run", "--suite", "smoke", "--dry-run", "--verbose", "--out", "res")
     assert code == 0, err
     assert "smoke: 16 cells" in out  # every method of defaults.methods
-    assert "e751ce0ba1577ad0a23d" in out and "shots=1" in out  # --verbose: every cell with its key
+    assert "ca1dc487d0181e823f3c" in out and "shots=1" in out  # --verbose: every cell with its key
 
 
 def test_console_script_bad_input_has_no_traceback(tmp_path):

@@ -63,7 +63,7 @@ def test_label_sets_for_split_by_file_names(tmp_path):
         Image.new("RGB", (4, 4)).save(folder / f"ILSVRC2012_val_{i:08d}.JPEG", format="JPEG")
     (tmp_path / "real.json").write_text("[[5], [], [0, 1]]")
     task = TaskSpec(name="imagenet_real", num_classes=1000, metric="real", splits={"test": "validation"},
-                    sources=(SourceSpec("imagefolder", "imagenet", {"split_map": {"validation": "val"}}),),
+                    sources=(SourceSpec("imagefolder", "imagenet", {"split_map": {"validation": "val"}, "order": "native"}),),
                     options={"real_json": "real.json"})
     split = load_split(task, "test", data_root=tmp_path)
     sets = real_label_sets_for_split(split, task.options, tmp_path)

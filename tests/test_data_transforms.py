@@ -17,8 +17,10 @@ GOOGLE = {"input_size": (3, 224, 224), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5
 
 
 def test_preprocessing_for_and_record():
-    prep = preprocessing_for(GOOGLE, size=32)
+    prep = preprocessing_for(GOOGLE, size=32, resize_impl="pil")
     assert (prep.size, prep.resize, prep.crop_pct, prep.interpolation) == (32, "squash", 1.0, "bicubic")
+    # big_vision's resize (the default) is bilinear whatever the model's config says
+    assert (preprocessing_for(GOOGLE, size=32).interpolation, preprocessing_for(GOOGLE).resize_impl) == ("bilinear", "tf")
     d = prep.to_dict()
     assert d["mean"] == [0.5, 0.5, 0.5] and d["train_crop_scale"] == [0.05, 1.0] and d["hflip"] is True
     assert preprocessing_for(GOOGLE, resize="resize_crop").crop_pct == 0.9
@@ -75,7 +77,7 @@ def test_torchvision_source_fake_eurosat(tmp_path):
         for i in range(3):
             Image.fromarray(np.full((8, 8, 3), i * 50, np.uint8)).save(folder / f"{c}_{i}.jpg")
     task = TaskSpec(name="eurosat_tv", num_classes=10, splits={"train": "all[:4]", "test": "all[4:]"},
-                    sources=(SourceSpec("torchvision", "EuroSAT"),))
+                    sources=(SourceSpec("torchvision", "EuroSAT", {"order": "native"}),))
     train = load_split(task, "train", data_root=tmp_path)
     assert train.labels.tolist() == [0, 0, 0, 1] and train.keys[0] == "AnnualCrop_0.jpg"
     assert train.image(3).size == (8, 8) and train.image_bytes(0)[:2] == b"\xff\xd8"

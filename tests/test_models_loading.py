@@ -85,7 +85,14 @@ def test_google_npz_round_trip(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert (model.forward_features(x) - _timm_pre_logits(src, x)).abs().max().item() < 1e-5
-    assert model.weights_info["weights_sha256"] == state_dict_sha256(src.state_dict())
+        # the representation layer is kept beside the trunk: big_vision's few-shot features are tanh(Dense(cls))
+        assert model.set_feature_layer("pre_logits") == "representation"
+        rep = torch.tanh(_timm_pre_logits(src, x) @ torch.ones(192, 192) + 1.0)
+        assert (model.forward_features(x) - rep).abs().max().item() < 1e-5
+        assert model.set_feature_layer("cls") == "cls"
+    representation = {"representation.weight": torch.ones(192, 192), "representation.bias": torch.ones(192)}
+    assert model.weights_info["weights_sha256"] == state_dict_sha256({**src.state_dict(), **representation})
+    assert model.weights_info["representation_layer"] == {"in": 192, "out": 192}
     # same file under the old vit_jax training prefix
     np.savez(tmp_path / "target.npz", **{f"opt/target/{k}": v for k, v in arrays.items()})
     again = create("vit_ti16", weights=tmp_path / "target.npz", img_size=32)

@@ -43,8 +43,9 @@ def plain(ctx):
 def test_trains_with_the_recipes_schedule_and_scores_the_whole_test_split(plain):
     d = plain.details
     assert [p["step"] for p in d["loss_curve"]] == [1, 2, 3, 4]
-    assert [p["lr"] for p in d["loss_curve"]] == [lr_at(s, 0.05, 4, 1) for s in (1, 2, 3, 4)]
-    assert d["loss_curve"][-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine decays to zero
+    # optax counts updates from 0: update k uses the schedule at step k - 1 (docs/preprocessing.md)
+    assert [p["lr"] for p in d["loss_curve"]] == [lr_at(s - 1, 0.05, 4, 1) for s in (1, 2, 3, 4)]
+    assert d["loss_curve"][0]["lr"] == 0.0  # the first update, in the warm-up, has rate 0
     assert all(math.isfinite(p["loss"]) for p in d["loss_curve"])
     assert (d["n_train"], d["n_test"], d["train_split"], d["eval_split"]) == (48, 32, "train", "test")
     assert (d["micro_batch"], d["accumulation"]) == (8, 1)
@@ -91,7 +92,7 @@ def test_the_training_loop_takes_its_recipe_as_given(ctx):
     """`train_and_score` trains with the recipe it is handed (here lr 0.2 over the cell's 0.05)."""
     c = cell()
     result = train_and_score(c, ctx, {**recipe(c.params), "lr": 0.2})
-    assert [p["lr"] for p in result.details["loss_curve"]] == [lr_at(s, 0.2, 4, 1) for s in (1, 2, 3, 4)]
+    assert [p["lr"] for p in result.details["loss_curve"]] == [lr_at(s - 1, 0.2, 4, 1) for s in (1, 2, 3, 4)]
     assert result.details["recipe"]["lr"] == 0.2
 
 
@@ -104,5 +105,5 @@ def test_final_stage_retrains_the_lr_its_selection_records_chose(ctx):
     result = run_cell(final, ctx, records)
     assert result.details["lr_selection"]["chosen_lr"] == 0.01  # the better dev score, not the larger lr
     assert result.details["lr_selection"]["dev_scores"] == {"0.01": 0.4, "0.05": 0.3}
-    assert result.details["loss_curve"][0]["lr"] == lr_at(1, 0.01, 4, 1)
+    assert result.details["loss_curve"][1]["lr"] == lr_at(1, 0.01, 4, 1)  # update 2 at schedule step 1
     assert (result.details["train_split"], result.details["eval_split"]) == ("train", "test")

@@ -19,7 +19,8 @@ from vitbench.hashing import canonical_json, json_sha256  # noqa: F401  (canonic
 from vitbench.spec import TaskSpec
 
 # Bump when a protocol change alters numbers for an unchanged config, so old records stop matching.
-PROTOCOL_VERSION = 1
+# 2: fine-tuning takes the schedule at step k-1 for update k (optax), dropout placed as vit_jax, big_vision's resize.
+PROTOCOL_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Cell:
     img_size: int | None = None
     weights_id: str = ""  # resolved, e.g. "timm/vit_base_patch16_224.orig_in21k" or "file:<sha256>"
     pos_interp: str = "bilinear"  # position-embedding resize at a non-native img_size (bilinear = Google's)
+    micro_batch: int | None = None  # gradient-accumulation chunk: bounds memory, not part of the key (same numbers)
 
     def key_payload(self) -> dict[str, Any]:
         """Everything that changes the number; its hash is the record key."""

@@ -114,7 +114,6 @@ def _execute(
     study: StudyOptions | None = None,
 ) -> None:
     from vitbench import executors, fsutil, planner, results
-    from vitbench.data import fingerprint
     from vitbench.suites import load_suite
     from vitbench.threads import check_threads
 
@@ -125,16 +124,17 @@ def _execute(
         suite, suite.run_models(_csv(model)), methods, weights=suite.run_weights(weights), tasks=_csv(tasks),
         overrides=planner.route_overrides(methods, options), pos_interp=suite.run_pos_interp(pos_interp),
     )
-    fingerprint.forget()  # look at the data as it is now
-    from vitbench.features import forget_splits
-
-    forget_splits()
     auto_shard = None if shard else executors.env_shard()  # inside a SLURM array or under torchrun
     if auto_shard:
         out.print(f"shard {auto_shard[0][0]}/{auto_shard[0][1]} (from {auto_shard[1]})")
     run_start = time.time()  # records written from here on by other workers count as settled for this run
     # --dry-run opens no data: a recorded cell counts as done; a real run also checks the record's data identity
-    check = None if dry_run else (lambda c: _current_data(fingerprint, c, data_root, cache_dir))
+    check = None
+    if not dry_run:
+        from vitbench.data import fingerprint
+
+        fingerprint.forget()  # look at the data as it is now
+        check = lambda c: _current_data(fingerprint, c, data_root, cache_dir)  # noqa: E731
     the_plan = planner.plan(cells, out_dir, force=force, shard=planner.parse_shard(shard) or (auto_shard and auto_shard[0]),
                             data_fingerprint=check)
     out.print(
@@ -147,8 +147,10 @@ def _execute(
             out.print("(--dry-run counts recorded cells as done without opening the data; a run also checks that "
                       "each record was measured on the current data and reruns it otherwise)")
         return
+    from vitbench.features import default_cache_dir, forget_splits  # imports torch: only for a real run
+
+    forget_splits()  # splits kept between cells are read again as the data is now
     fsutil.sweep_stale_temps(out_dir)  # temp files of killed runs (their pid is gone)
-    from vitbench.features import default_cache_dir
 
     fsutil.sweep_stale_temps(default_cache_dir(cache_dir) / "features", default_cache_dir(cache_dir) / "images", recursive=False)
     if the_plan.todo:
@@ -261,11 +263,11 @@ def fewshot(
     suite: SuiteOpt = "fewshot",
     model: ModelOpt = None,
     weights: WeightsOpt = None,
-    shots: Annotated[str, typer.Option("--shots", help="One value or a list, e.g. 5 or 1,5,10,25.")] = "1,5,10,25",
+    shots: Annotated[Optional[str], typer.Option("--shots", help="One value or a list, e.g. 5 or 1,5,10,25 (default: the task's, else the suite's, else 1,5,10,25).")] = None,
     seeds: SeedsOpt = None,
     l2: Annotated[Optional[float], typer.Option("--l2", help="Ridge strength for --l2-select fixed (default 1024 = 2^10).")] = None,
     l2_select: Annotated[Optional[str], typer.Option("--l2-select", help="fixed | mean-rank | leave-self-out | cv")] = None,
-    precision: Annotated[Optional[str], typer.Option("--precision", help="float64 (default), mixed (float64 solve + float32 prediction: faster, 99.999% identical) or float32.")] = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="float64 (default), mixed (float64 solve + float32 prediction: faster, 99.999% identical) or float32 (big_vision's own float32 computation).")] = None,
     tasks: TasksOpt = None,
     out_dir: OutOpt = DEFAULT_OUT,
     force: ForceOpt = False,
@@ -473,7 +475,8 @@ def ls(
                 "pretrain_data", "native_resolution", "default_weights", "other_tags"]
         shown = table[[c for c in cols if c in table.columns]].astype(object)
         print_frame(shown.where(shown.notna(), ""),
-                     title="models (`name` or `name.tag`; also timm:<name>, torchvision:<name>, --weights PATH)"
+                     title="models (`name` or `name.tag`; also timm:<name>, torchvision:<name>, hf:<repo>, "
+                           "open_clip:<arch>/<tag>, timm:hf-hub:<repo>, --weights PATH)"
                            + ("" if tags else "; `--tags` lists every timm weights tag"))
     elif what == "methods":
         from vitbench.commands.console import print_methods

@@ -65,12 +65,14 @@ class FeatureKey:
     split: str
     model: str = ""
     task: str = ""
+    feature_layer: str = "cls"  # "cls" or "representation" (Backbone.feature_layer_used)
 
     @property
     def digest(self) -> str:
         payload = {
             "version": FEATURE_CACHE_VERSION, "weights_sha256": self.weights_sha256,
             "preprocessing": self.preprocessing, "split_fingerprint": self.split_fingerprint, "split": self.split,
+            "feature_layer": self.feature_layer,
         }
         return json_sha256(payload, 24)
 
@@ -102,7 +104,11 @@ def feature_key(model, split, prep, *, split_name: str, model_name: str = "", ta
     sha = (getattr(model, "weights_info", None) or {}).get("weights_sha256")
     if not sha:
         raise VitbenchError("model has no weights_info['weights_sha256']; build it with vitbench.models.create")
-    return FeatureKey(sha, prep.to_dict(), split.fingerprint, split_name, model_name, task_name)
+    output = (getattr(model, "weights_info", None) or {}).get("feature_output")
+    if output:  # hf:/open_clip:/module sources: the same weights give other features per output (cls, mean, ...)
+        sha = f"{sha}#{output}"
+    layer = model.feature_layer_used() if hasattr(model, "feature_layer_used") else "cls"
+    return FeatureKey(sha, prep.to_dict(), split.fingerprint, split_name, model_name, task_name, layer)
 
 
 def _meta_path(npy: Path) -> Path:
@@ -159,6 +165,10 @@ def _run_backbone(model, split, prep, ctx: RunContext, out: fsutil.NpyWriter, de
             ctx.progress(description, min(n, start + batch), n)
 
 
+def _feature_dim(model) -> int:
+    return int(model.feature_dim) if hasattr(model, "feature_dim") else int(model.num_features)
+
+
 def load_or_extract(
     model, split, prep, ctx: RunContext, *, split_name: str, model_name: str = "", task_name: str = "",
 ) -> Features:
@@ -181,7 +191,7 @@ def load_or_extract(
                 f"feature cache {npy} is invalid ({why}) and cannot be removed ({exc.strerror}); "
                 "delete it, or pass --cache-dir / set VITBENCH_CACHE_DIR to a writable folder"
             ) from None
-    shape = (len(split), int(model.num_features))
+    shape = (len(split), _feature_dim(model))
     try:
         writer = fsutil.NpyWriter(npy, np.float32, shape, what="the feature cache")
     except OSError as exc:  # read-only or unwritable (a full disk is DiskFull, a VitbenchError)
@@ -197,7 +207,7 @@ def load_or_extract(
     meta = {
         "version": FEATURE_CACHE_VERSION, "key": key.digest, "weights_sha256": key.weights_sha256,
         "preprocessing": key.preprocessing, "split_fingerprint": key.split_fingerprint, "split": key.split,
-        "model": key.model, "task": key.task, "shape": list(shape), "dtype": "float32",
+        "model": key.model, "task": key.task, "shape": list(shape), "dtype": "float32", "feature_layer": key.feature_layer,
         "bytes": writer.nbytes, "sha256": digest, "weights_id": (model.weights_info or {}).get("weights_id"),
     }
     fsutil.atomic_write_json(_meta_path(npy), meta, indent=1, what="the feature cache sidecar")  # last: marks complete
@@ -260,19 +270,20 @@ class CellFeatures:
                 "feature_cache": {role: self.splits[name][1].provenance() for role, name in roles.items()}}
 
 
-def cell_features(cell, ctx: RunContext, split_names: list[str], *, resize: str, interpolation: str,
-                  crop_pct: float) -> CellFeatures:
+def cell_features(cell, ctx: RunContext, split_names: list[str]) -> CellFeatures:
     """Cached features of `cell.model` on the named splits of `cell.task`, eval preprocessing, no augmentation.
 
-    Methods on frozen features (few-shot, kNN, linear probe) share this cache when their preprocessing agrees.
+    The preprocessing comes from the cell's params (`vitbench.methods.base.FeatureParams`), so methods on
+    frozen features (few-shot, kNN, linear probe) share this cache when their preprocessing agrees.
     """
     import dataclasses
 
     from vitbench.data.transforms import preprocessing_for
 
+    p = cell.params
     model = memo_model(cell.model, cell.weights, cell.img_size, cell.pos_interp)
-    prep = preprocessing_for(model.data_config, size=cell.img_size, resize=resize, interpolation=interpolation,
-                             crop_pct=crop_pct)
+    prep = preprocessing_for(model.data_config, size=cell.img_size, resize=p["resize"], interpolation=p["interpolation"],
+                             crop_pct=p["crop_pct"], resize_impl=p.get("resize_impl", "tf"))
     prep = dataclasses.replace(prep, train_crop="none", hflip=False)  # frozen features: no augmentation
     out: dict[str, tuple[Any, Features]] = {}
     for name in dict.fromkeys(split_names):

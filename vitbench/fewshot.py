@@ -312,6 +312,44 @@ def classify(clf: LsrClassifier, x_test) -> np.ndarray:
     return out
 
 
+def lsr_factorize_big_vision_float32(x_train, y_train, num_classes: int, *, device: str | torch.device = "cpu") -> LsrFactors:
+    """big_vision's `_precompute_cache` (`fewshot_lsr.py`) op for op in float32: mean and population std
+    (sqrt of the mean squared deviation, as `jnp.std`) + 1e-5, standardise, pad a bias column of 100,
+    targets 2 onehot - 1, then `eigh(X^T X)` with lhs = q, rhs = q^T (X^T Y) when N >= D+1, else
+    `eigh(X X^T)` with lhs = X^T q, rhs = q^T Y."""
+    f32 = torch.float32
+    x = (x_train if isinstance(x_train, torch.Tensor) else torch.from_numpy(np.array(x_train))).to(device=device, dtype=f32)
+    y = torch.as_tensor(np.asarray(y_train, dtype=np.int64), device=device)
+    mean = x.mean(0)
+    std = torch.sqrt(torch.mean(torch.square(torch.abs(x - mean)), 0)) + STD_EPS
+    xb = _with_bias((x - mean) / std)
+    targets = 2.0 * torch.nn.functional.one_hot(y, num_classes).to(f32) - 1.0
+    if xb.shape[0] >= xb.shape[1]:
+        eigs, q = torch.linalg.eigh(xb.T @ xb)
+        return LsrFactors(mean, std, eigs, q, q.T @ (xb.T @ targets), primal=True)
+    eigs, q = torch.linalg.eigh(xb @ xb.T)
+    return LsrFactors(mean, std, eigs, xb.T @ q, q.T @ targets, primal=False)
+
+
+def lsr_predict_big_vision_float32(factors: LsrFactors, x_test, l2_regs: Sequence[float]) -> np.ndarray:
+    """Predicted class ids `(len(l2_regs), n_test)` computed in float32 in big_vision's own order of operations
+    (`fewshot_lsr.py` `_eig_fewshot_acc_fn`): per l2, scaling = 1 / (eigs + l2), W = (lhs * scaling) @ rhs,
+    scores = standardised test features (with the bias column) @ W, argmax. With float32 factors this is how
+    big_vision's numbers are computed (JAX's default float32 on CPU); results still differ from JAX's in the
+    last bits where the BLAS/LAPACK summation order differs (docs/preprocessing.md, "Few-shot precision")."""
+    f32 = torch.float32
+    eigs, lhs, rhs = factors.eigs.to(f32), factors.lhs.to(f32), factors.rhs.to(f32)
+    mean, std = factors.mean.to(f32), factors.std.to(f32)
+    rows = x_test if isinstance(x_test, torch.Tensor) else torch.from_numpy(np.array(x_test))
+    xs = _with_bias((rows.to(eigs.device, f32) - mean) / std)
+    out = np.empty((len(l2_regs), len(xs)), dtype=np.int64)
+    for j, l2 in enumerate(l2_regs):
+        scaling = 1.0 / (eigs + torch.tensor(float(l2), dtype=f32, device=eigs.device) * torch.ones_like(eigs))
+        w = (lhs * scaling.reshape(1, -1)) @ rhs
+        out[j] = (xs @ w).argmax(1).cpu().numpy()
+    return out
+
+
 def _rows(rows, device, dtype: torch.dtype | None) -> torch.Tensor:
     """A chunk of test features as a tensor on `device`: in `dtype`, or (None) float32/float64 as stored."""
     if isinstance(rows, torch.Tensor):

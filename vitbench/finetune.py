@@ -2,7 +2,7 @@
 
 The paper fine-tunes with SGD (momentum 0.9, no weight decay), global-norm gradient clipping at 1, batch
 512, linear warm-up then cosine decay to zero (Table 4, §B.1.1; vit_jax `utils.create_learning_rate_schedule`,
-see docs/finetune.md#vit_jax). Pure functions, tested directly; the training loop
+docs/finetune.md#vit_jax, docs/preprocessing.md). Pure functions, tested directly; the training loop
 that uses them is `vitbench/runners/finetune.py`, the defaults are `vitbench/methods/finetune.py`
 (`vitbench finetune`, `vitbench run --method finetune`).
 """
@@ -34,6 +34,15 @@ def lr_at(step: int, base_lr: float, total_steps: int, warmup_steps: int) -> flo
     if warmup_steps:
         lr *= min(1.0, step / warmup_steps)
     return lr
+
+
+def update_lr(update: int, base_lr: float, total_steps: int, warmup_steps: int) -> float:
+    """Learning rate of optimizer update `update` (1-based) as vit_jax applies it: optax's `scale_by_schedule`
+    counts from 0, so update k uses the schedule at step k-1 (the first update has rate 0 when there is a
+    warm-up, the last one lr_at(total - 1)); vit_jax `train.py` + optax, docs/preprocessing.md."""
+    if not 1 <= update <= total_steps:
+        raise VitbenchError(f"update must be in [1, {total_steps}], got {update}")
+    return lr_at(update - 1, base_lr, total_steps, warmup_steps)
 
 
 def accumulation_steps(batch_size: int, micro_batch: int | None) -> tuple[int, int]:

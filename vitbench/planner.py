@@ -105,6 +105,7 @@ def expand(
                         cells.append(Cell(
                             suite=suite.name, task=task, model=model, weights=weights, method=method.name,
                             params=variant, seed=seed, img_size=img_size, weights_id=weights_id, pos_interp=pos_interp,
+                            micro_batch=getattr(params, "micro_batch", None),  # execution detail, outside the key
                         ))
     return cells
 

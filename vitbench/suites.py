@@ -127,6 +127,8 @@ def _parse_source(raw: Any, where: str) -> SourceSpec:
         raise _fail(where, f"field 'kind': {near}")
     sid = _typed(raw, "id", str, where, default="")
     options = {k: v for k, v in raw.items() if k not in ("kind", "id")}
+    if options.get("order", "native") not in ("native", "hashed"):  # row order slices are taken in (docs/slices.md)
+        raise _fail(where, f"field 'order' must be 'native' or 'hashed', got {options['order']!r}")
     return SourceSpec(kind=kind, id=sid, options=options)
 
 

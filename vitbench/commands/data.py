@@ -119,6 +119,7 @@ def info(
             why = why or row["why"]
             continue
         notes = "; ".join(filter(None, ["lossy JPEG" if row.get("lossy") else "",
+                                        "hashed class-mixing order (docs/slices.md)" if row.get("order") == "hashed" else "",
                                         *(f"substitute {s['used_expression']}" for s in row.get("substitutions", []))]))
         table.add_row(name, row["expression"], str(row["n"]), f"{row['classes_present']}/{spec.num_classes}",
                       f"{row['coverage']:.0%}", row["where"], notes)

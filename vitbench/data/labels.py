@@ -69,6 +69,11 @@ def clevr_closest_distance(raw: Sequence[Any]) -> np.ndarray:
 def _kitti_min_vehicle_depth(r: Any) -> float:
     if isinstance(r, dict):
         types = np.asarray(_objects_field(r, "type")).reshape(-1)
+        if types.size and types.dtype.kind in "USO":  # e.g. "Car": np.isin with the ids would match nothing
+            raise VitbenchError(
+                f"KITTI object types are strings (e.g. {str(types[0])!r}), but this label map needs TFDS kitti's "
+                "integer type ids (Car=0, Van=1, Truck=2, ...); use a source with TFDS's encoding or map the types to those ids first"
+            )
         loc = np.asarray(_objects_field(r, "location"), dtype=np.float64).reshape(-1, 3)
         depths = loc[np.isin(types, KITTI_VEHICLE_TYPES), 2]
         return float(min(depths.min(), KITTI_NO_VEHICLE_DEPTH)) if depths.size else KITTI_NO_VEHICLE_DEPTH

@@ -12,6 +12,8 @@ Per-source options understood here (any source kind):
 - `unavailable`: [task splits this source cannot give]; the next source is tried.
 - `label_transform`: overrides the task's transform ("" = labels already mapped).
 - `lossy`: true when the images are lossy re-encodings (JPEG copies).
+- `order`: "native" or "hashed", the row order slices are taken in (vitbench/data/order.py, docs/slices.md);
+  default "hashed" for imagefolder and torchvision sources, "native" for every other kind.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from vitbench.data.base import ImageSplit, stable_hash
 from vitbench.data.prepared import load_prepared_split, read_manifest
 from vitbench.data.real import real_label_sets_for_split
 from vitbench.data.labels import apply_label_transform
+from vitbench.data.order import HASH_RULE, hashed_permutation, order_for, order_provenance
 from vitbench.data.sources import SourceReader, SourceUnavailable, open_source
 from vitbench.data.splits import SplitExpr, SliceTerm, parse_split, resolve_split
 from vitbench.errors import DataMissing, VitbenchError, unknown_name
@@ -38,6 +41,13 @@ FORMAT_VERSION = 1
 
 # Sizes of the VTAB-1k subsets (task_adaptation: plain prefixes, docs/vtab.md#splits).
 VTAB1K_SIZES = {"train800": 800, "val200": 200, "train800val200": 1000}
+
+def expected_size(task: TaskSpec, split: str) -> int | None:
+    """The split's defined size: the task's `options.expected_sizes[split]`, else VTAB-1k's 800/200/1000."""
+    sizes = task.options.get("expected_sizes") or {}
+    value = sizes.get(split, VTAB1K_SIZES.get(split))
+    return int(value) if value is not None else None
+
 
 def default_cache_dir() -> Path:
     return env.cache_dir()
@@ -80,12 +90,16 @@ def split_from_reader(task: TaskSpec, split: str, reader: SourceReader, spec: So
         expr, substitution = split_expression_for(task, split, spec)
     sizes = reader.split_sizes()
     ranges = resolve_split(expr, sizes, where=f"task {task.name!r} split {split!r} ({spec.kind}:{spec.id})")
-    pairs = [(r.split, row) for r in ranges for row in range(r.start, r.stop)]
+    order = order_for(spec.kind, spec.options)
+    perms = {s: _hashed_order(reader, s) for s in dict.fromkeys(r.split for r in ranges)} if order == "hashed" else {}
+    # (source split, source row) of every selected example: position i of the ordered split is row perm[i]
+    pairs = [(r.split, int(perms[r.split][i]) if perms else i) for r in ranges for i in range(r.start, r.stop)]
     if not pairs:
         raise VitbenchError(f"task {task.name!r} split {split!r}: expression {str(expr)!r} selects no images from {spec.kind}:{spec.id} (sizes {sizes}); fix the task's splits")
     raw: list[Any] = []
     for r in ranges:
-        raw.extend(reader.raw_labels(r.split, range(r.start, r.stop)))
+        rows = range(r.start, r.stop) if not perms else perms[r.split][r.start:r.stop].tolist()
+        raw.extend(reader.raw_labels(r.split, rows))
     if any(v is None for v in raw):
         raise VitbenchError(f"task {task.name!r} split {split!r}: source {spec.kind}:{spec.id} has no labels in {str(expr)!r} (e.g. CLEVR's test split); use a labelled split")
     transform = spec.options.get("label_transform", "" if getattr(reader, "labels_mapped", False) else task.label_transform)
@@ -96,16 +110,20 @@ def split_from_reader(task: TaskSpec, split: str, reader: SourceReader, spec: So
         )
     lossy = bool(spec.options.get("lossy", reader.lossy))
     identity = reader.identity()
-    fingerprint = stable_hash({
+    payload = {
         "format": FORMAT_VERSION, "source": identity, "ranges": [r.to_dict() for r in ranges],
         "label_transform": transform, "num_classes": task.num_classes,
-    })
+    }
+    if order == "hashed":  # native-order fingerprints stay as they were (the same rows as before)
+        payload["order"] = HASH_RULE
+    fingerprint = stable_hash(payload)
     present = np.unique(labels)
     provenance = {
         "task": task.name, "split": split, "source": {**reader.provenance(), "lossy": lossy},
         "paper_expression": task.splits[split], "expression": str(expr),
         "ranges": [r.to_dict() for r in ranges], "n": len(pairs), "num_classes": task.num_classes,
         "classes_present": int(present.size), "lossy": lossy, "label_transform": transform,
+        "order": order_provenance(order),
         "substitutions": [substitution] if substitution else [],
     }
     if spec.options.get("caveat"):
@@ -119,6 +137,16 @@ def split_from_reader(task: TaskSpec, split: str, reader: SourceReader, spec: So
         keys=_keys(reader, pairs),
         load_bytes=lambda i: reader.image_bytes(*pairs[i]),
     )
+
+
+def _hashed_order(reader: SourceReader, split: str) -> np.ndarray:
+    """The class-mixing permutation of one source split (vitbench/data/order.py), keyed on example names;
+    kept on the (per-process cached) reader, since a task slices the same source split several times."""
+    memo = reader.__dict__.setdefault("_hashed_orders", {})
+    if split not in memo:
+        keys = [reader.order_key(split, row) for row in range(reader.split_sizes()[split])]
+        memo[split] = hashed_permutation(split, [k if k is not None else f"#{row}" for row, k in enumerate(keys)])
+    return memo[split]
 
 
 def _prepared_state(task: TaskSpec, split: str, root: Path) -> str:
@@ -218,10 +246,12 @@ def load_split(
             f"task {task.name!r} split {split!r}: no data found — tried " + "; ".join(tried)
             + f". Run `{suite_command_hint(task, root)}` where the sources are reachable (or copy a prepared folder there)"
         )
-    expected = VTAB1K_SIZES.get(split)
+    expected = expected_size(task, split)
     if expected is not None and len(result) != expected:
-        # VTAB-1k's named subsets have fixed sizes (docs/vtab.md#splits); a copy with fewer rows is incomplete
-        note = f"split {split!r} has {len(result)} images, VTAB-1k defines {expected}: the data copy is incomplete"
+        # VTAB-1k's named subsets and test splits have fixed sizes (docs/vtab.md#splits; test sizes from
+        # task_adaptation `*_test.py`); a copy with other counts is incomplete (a truncated mirror)
+        definer = "VTAB-1k" if split in VTAB1K_SIZES else f"task {task.name!r}"
+        note = f"split {split!r} has {len(result)} images, {definer} defines {expected}: the data copy is incomplete"
         warnings.warn(f"task {task.name!r}: {note}", stacklevel=2)
         result.provenance.setdefault("caveats", []).append(note)
         result.provenance["incomplete"] = True

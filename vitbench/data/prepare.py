@@ -231,7 +231,8 @@ def split_info(task: TaskSpec, root: Path, split: str) -> dict[str, Any]:
     if entry is not None and entry_matches_task(entry, task, split):
         return {"split": split, "expression": task.splits[split], "n": entry["n"], "classes_present": entry["classes_present"],
                 "coverage": entry["class_coverage"], "where": "prepared", "lossy": entry["provenance"].get("lossy", False),
-                "substitutions": entry["provenance"].get("substitutions", [])}
+                "substitutions": entry["provenance"].get("substitutions", []),
+                "order": (entry["provenance"].get("order") or {}).get("kind", "native")}
     try:
         s = load_split(task, split, data_root=root)
     except VitbenchError as exc:
@@ -239,4 +240,5 @@ def split_info(task: TaskSpec, root: Path, split: str) -> dict[str, Any]:
     present = int(np.unique(s.labels).size)
     return {"split": split, "expression": task.splits[split], "n": len(s), "classes_present": present,
             "coverage": present / task.num_classes, "where": f"{s.provenance['source']['kind']}:{s.provenance['source']['id']}",
-            "lossy": s.provenance.get("lossy", False), "substitutions": s.provenance.get("substitutions", [])}
+            "lossy": s.provenance.get("lossy", False), "substitutions": s.provenance.get("substitutions", []),
+            "order": (s.provenance.get("order") or {}).get("kind", "native")}

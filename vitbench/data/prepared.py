@@ -43,10 +43,15 @@ def read_manifest(root: Path, task_name: str) -> dict[str, Any] | None:
 
 def entry_matches_task(entry: dict[str, Any], task: TaskSpec, split: str) -> bool:
     """Whether a manifest split entry was prepared from the same definition the task has now."""
+    from vitbench.data.order import HASHED_BY_DEFAULT
+
     prov = entry.get("provenance", {})
+    # copies sliced from a class-grouped source before slices had a recorded order are stale (docs/slices.md)
+    unordered = "order" not in prov and (prov.get("source") or {}).get("kind") in HASHED_BY_DEFAULT
     return (
         prov.get("paper_expression") == task.splits.get(split)
         and prov.get("num_classes") == task.num_classes
+        and not unordered
     )
 
 

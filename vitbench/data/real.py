@@ -2,6 +2,8 @@
 
 `real.json` is a list of 50,000 lists of class ids in validation file-name order, entry 0 being
 ILSVRC2012_val_00000001.JPEG (1-based file numbers, as timm's RealLabelsImagenet; docs/real.md).
+Images are matched on the 8-digit index in their file name, so HF `ILSVRC/imagenet-1k` names such as
+`ILSVRC2012_val_00000001_n01751748.JPEG` work as well as the original ones.
 ReaL accuracy: images with an empty set are left out of numerator and denominator; a prediction is a hit if
 it is in the set. Exercised by `vitbench run` on tasks with `metric = "real"`.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,12 +43,23 @@ def load_real_labels(path: Path | str) -> dict[str, list[int]]:
     return {REAL_FILE_TEMPLATE.format(i + 1): [int(c) for c in labels] for i, labels in enumerate(raw)}
 
 
+_VAL_INDEX = re.compile(r"ILSVRC2012_val_(\d{8})(?!\d)")
+
+
+def canonical_val_name(file_name: str) -> str | None:
+    """`ILSVRC2012_val_NNNNNNNN.JPEG` for any name carrying the 8-digit validation index, e.g. the HF
+    `ILSVRC/imagenet-1k` names `ILSVRC2012_val_00000001_n01751748.JPEG`; None when there is none."""
+    m = _VAL_INDEX.search(os.path.basename(file_name))
+    return REAL_FILE_TEMPLATE.format(int(m.group(1))) if m else None
+
+
 def label_sets_for(file_names: Sequence[str], real: dict[str, list[int]]) -> list[list[int]]:
-    """ReaL sets in the order of `file_names` (base names, e.g. from `ImageSplit.keys`)."""
-    missing = [f for f in file_names if os.path.basename(f) not in real]
+    """ReaL sets in the order of `file_names` (e.g. `ImageSplit.keys`), matched on the 8-digit validation index."""
+    names = [canonical_val_name(f) for f in file_names]
+    missing = [f for f, n in zip(file_names, names) if n not in real]
     if missing:
-        raise VitbenchError(f"{len(missing)} image(s) have no ReaL entry (first: {missing[0]!r}); ReaL needs the ImageNet validation files named ILSVRC2012_val_NNNNNNNN.JPEG")
-    return [real[os.path.basename(f)] for f in file_names]
+        raise VitbenchError(f"{len(missing)} image(s) have no ReaL entry (first: {missing[0]!r}); ReaL needs the ImageNet validation files, named with their 8-digit index as in ILSVRC2012_val_NNNNNNNN.JPEG")
+    return [real[n] for n in names]
 
 
 def real_accuracy(predictions: Sequence[int] | np.ndarray, label_sets: Sequence[Sequence[int]]) -> float:

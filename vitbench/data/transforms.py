@@ -2,11 +2,16 @@
 
 `preprocessing_for(model.data_config)` gives a `Preprocessing` (recorded in every result via `.to_dict()`);
 `resized_images` returns the decoded uint8 cache at the eval resolution; `normalize` turns uint8 NHWC
-batches into model input; `train_augment` is the fine-tuning augmentation (inception crop 5-100% area,
-ratio 3/4-4/3, horizontal flip; docs/finetune.md#vit_jax). Eval resize is "squash" (resize to a square
-ignoring aspect ratio, as vit_jax / task_adaptation's `tf.image.resize`, docs/vtab.md#tasks) or
-"resize_crop" (short side to size/crop_pct, centre crop, as timm). Exercised by `vitbench run`,
-`vitbench fewshot` and `vitbench finetune`.
+batches into model input; `train_augment` is the fine-tuning augmentation: "inception" (crop 5-100% area,
+ratio 3/4-4/3, resized back), "resize_crop" (a random `size` square out of images resized to
+`train_resize`, BiT / Google's ViT-on-VTAB `resize(448)|random_crop(384)`), or "none"; then an optional
+horizontal flip (docs/preprocessing.md). Eval resize is "squash" (resize to a square ignoring aspect ratio,
+as vit_jax / task_adaptation's `tf.image.resize`), "squash_crop" (big_vision few-shot: squash to
+size/crop_pct, central crop) or "resize_crop" (short side to size/crop_pct, centre crop, as timm).
+Resizing is `resize_impl = "tf"` by default: TensorFlow's bilinear resize without antialiasing
+(half-pixel centres) followed by truncation to uint8, exactly what big_vision's `resize` op computes; "pil"
+is PIL's resize (antialiased when shrinking, rounded). Exercised by `vitbench run`, `vitbench fewshot` and
+`vitbench finetune`.
 """
 
 from __future__ import annotations
@@ -21,11 +26,16 @@ import torch.nn.functional as F
 from vitbench.data.image_cache import cached_resized_images
 from vitbench.data.resize import (  # noqa: F401  (re-exported)
     PIL_INTERPOLATION,
+    RESIZE_IMPLS,
     RESIZE_MODES,
+    TRAIN_CROPS,
+    TRAIN_RESIZE_RATIO,
     Preprocessing,
     preprocessing_for,
     resize_image,
+    tf_bilinear_resize,
 )
+from vitbench.errors import VitbenchError
 
 
 def resized_images(split, prep: Preprocessing, cache_dir: Path | str | None = None, progress=None) -> np.ndarray:
@@ -94,10 +104,22 @@ def inception_crop_box(height: int, width: int, prep: Preprocessing, generator: 
     return (height - h) // 2, (width - w) // 2, h, w
 
 
+def random_crop_offsets(height: int, width: int, size: int, generator: torch.Generator) -> tuple[int, int]:
+    """(top, left) of a uniformly random `size` square inside [height, width] (`tf.image.random_crop`)."""
+    if height < size or width < size:
+        raise VitbenchError(f"random crop of {size} px from a {height}x{width} image; train_resize must be >= the crop size")
+    top = int(torch.randint(0, height - size + 1, (1,), generator=generator))
+    left = int(torch.randint(0, width - size + 1, (1,), generator=generator))
+    return top, left
+
+
 def train_augment(batch_uint8_nhwc: torch.Tensor, prep: Preprocessing, generator: torch.Generator) -> torch.Tensor:
-    """Fine-tuning augmentation on cached uint8 images: inception crop (5-100% area, ratio 3/4-4/3) resized
-    back to `prep.size` (bilinear, antialiased), horizontal flip with p=0.5, then normalisation.
-    Deterministic given `generator`. Returns float [B, 3, S, S]."""
+    """Fine-tuning augmentation on cached uint8 images (`prep.train_cache()` resolution), then normalisation.
+
+    "inception": crop 5-100% of the area, ratio 3/4-4/3, resized back to `prep.size` (bilinear, antialiased);
+    "resize_crop": a uniformly placed `prep.size` square (the cache is at `train_resize`); "none": the image
+    as cached. Then a horizontal flip with p=0.5 when `prep.hflip`. Deterministic given `generator`.
+    Returns float [B, 3, S, S]."""
     x = _as_float_nchw(batch_uint8_nhwc)
     b, _, height, width = x.shape
     s = prep.size
@@ -106,6 +128,9 @@ def train_augment(batch_uint8_nhwc: torch.Tensor, prep: Preprocessing, generator
         if prep.train_crop == "inception":
             top, left, h, w = inception_crop_box(height, width, prep, generator)
             crop = x[i : i + 1, :, top : top + h, left : left + w]
+        elif prep.train_crop == "resize_crop":
+            top, left = random_crop_offsets(height, width, s, generator)
+            crop = x[i : i + 1, :, top : top + s, left : left + s]
         else:
             crop = x[i : i + 1]
         if crop.shape[-2:] != (s, s):

@@ -60,6 +60,26 @@ class MethodParams:
         return [f.name for f in dataclasses.fields(cls)]
 
 
+@dataclasses.dataclass(frozen=True)
+class FeatureParams(MethodParams):
+    """Parameters of methods on cached frozen features (few-shot, kNN, linear probe): the eval preprocessing.
+
+    Shared defaults, so these methods share one feature cache: big_vision's few-shot preprocessing (resize
+    both sides to 256, bilinear, aspect not kept, central crop 224; at other sizes the same ratio).
+    """
+
+    img_size: int | None = dataclasses.field(default=None, metadata=EXECUTION)  # the model's native size when None
+    resize: str = "squash_crop"
+    crop_pct: float = 0.875
+    interpolation: str = "bilinear"
+    resize_impl: str = "tf"  # big_vision's resize op: TF bilinear without antialiasing, truncated; "pil" = PIL's
+
+    def check(self, where: str) -> None:
+        check_img_size(self.img_size, where)
+        check_preprocessing(self.resize, self.interpolation, self.crop_pct, where)
+        check_resize_impl(self.resize_impl, self.interpolation, where)
+
+
 def check_seeds(seeds: Any, where: str) -> None:
     values = as_list(seeds)
     if not values or any(not is_int(s) or s < 0 for s in values):
@@ -81,6 +101,16 @@ def check_preprocessing(resize: Any, interpolation: Any, crop_pct: Any, where: s
         raise VitbenchError(f"{where}: interpolation must be one of {sorted(PIL_INTERPOLATION)}, got {interpolation!r}")
     if not (isinstance(crop_pct, (int, float)) and 0.1 <= crop_pct <= 1.0):
         raise VitbenchError(f"{where}: crop_pct must be in [0.1, 1], got {crop_pct!r}")
+
+
+def check_resize_impl(resize_impl: Any, interpolation: Any, where: str) -> None:
+    """`resize_impl`: "tf" (big_vision's resize: TF bilinear without antialiasing, truncated) or "pil"."""
+    from vitbench.data.resize import RESIZE_IMPLS
+
+    if resize_impl not in RESIZE_IMPLS:
+        raise VitbenchError(f"{where}: resize_impl must be one of {list(RESIZE_IMPLS)} (tf = big_vision's resize, pil = PIL's), got {resize_impl!r}")
+    if resize_impl == "tf" and interpolation != "bilinear":
+        raise VitbenchError(f"{where}: resize_impl 'tf' is bilinear only, got interpolation {interpolation!r}; set resize_impl = 'pil' for other filters")
 
 
 def check_fields(table: Mapping[str, Any], valid: list[str], where: str) -> None:
@@ -182,7 +212,9 @@ class Method(ABC):
     def describe(self) -> list[tuple[str, Any]]:
         """(parameter, default) pairs for `vitbench ls methods`."""
         d = self.defaults()
-        return [(f.name, getattr(d, f.name)) for f in dataclasses.fields(d)]
+        own = set(type(d).__dict__.get("__annotations__", {}))  # the method's own parameters first, shared ones after
+        fields = sorted(dataclasses.fields(d), key=lambda f: f.name not in own)
+        return [(f.name, getattr(d, f.name)) for f in fields]
 
 
 def recorded_values(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -13,37 +13,36 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vitbench.errors import VitbenchError
-from vitbench.methods.base import (
-    EXECUTION, Method, MethodParams, as_list, check_img_size, check_preprocessing, check_seeds, is_int,
-    is_positive_number, register,
-)
+from vitbench.methods.base import EXECUTION, FeatureParams, Method, as_list, check_seeds, is_int, is_positive_number, register
 
 DEFAULT_L2 = 2.0**10  # big_vision l2_reg = 1024
 DEFAULT_L2_GRID = tuple(2.0**e for e in range(-10, 20))  # 2^-10 .. 2^19, 30 values (scenic / uncertainty-baselines)
 L2_SELECT_MODES = ("fixed", "mean-rank", "leave-self-out", "cv")
 PRECISIONS = ("float64", "float32", "mixed")
+FEATURE_LAYERS = ("pre_logits", "cls")
 CROSS_TASK = ("mean-rank", "leave-self-out")  # l2 chosen from several tasks' records, at summary time
 
 
 @dataclass(frozen=True)
-class FewshotParams(MethodParams):
+class FewshotParams(FeatureParams):
     shots: Any = field(default_factory=lambda: [1, 5, 10, 25])
     seeds: Any = field(default_factory=lambda: [0, 1, 2], metadata=EXECUTION)
     l2: float = DEFAULT_L2
     l2_select: str = "fixed"
     l2_grid: Any = field(default_factory=lambda: list(DEFAULT_L2_GRID))
-    precision: str = "float64"  # float64 solve; "mixed" = float64 solve + float32 prediction (BENCHMARKS.md)
+    # float64 solve; "mixed" = float64 solve + float32 prediction (BENCHMARKS.md); "float32" = big_vision's own
+    # float32 computation, in its order of operations (docs/preprocessing.md)
+    precision: str = "float64"
     cv_folds: int = 5
-    img_size: int | None = field(default=None, metadata=EXECUTION)  # the model's native size when None
-    # big_vision's few-shot preprocessing: resize both sides to 256 (bilinear, aspect not kept), central crop
-    # 224; at other sizes the same ratio, size / 0.875.
-    resize: str = "squash_crop"
-    crop_pct: float = 0.875
-    interpolation: str = "bilinear"
+    # big_vision reads out["pre_logits"]: tanh(Dense) when the checkpoint has a representation layer, else the
+    # class token after the final LayerNorm ("cls": always the class token); docs/preprocessing.md
+    feature_layer: str = "pre_logits"
 
     def check(self, where: str) -> None:
         check_seeds(self.seeds, where)
-        check_img_size(self.img_size, where)
+        super().check(where)  # img_size and the eval preprocessing
+        if self.feature_layer not in FEATURE_LAYERS:
+            raise VitbenchError(f"{where}: feature_layer must be one of {list(FEATURE_LAYERS)}, got {self.feature_layer!r}")
         shots = as_list(self.shots)
         if not shots or any(not is_int(s) or s < 1 for s in shots):
             raise VitbenchError(f"{where}: shots must be positive integers like 1,5,10,25, got {self.shots!r}")
@@ -54,7 +53,6 @@ class FewshotParams(MethodParams):
         grid = self.l2_grid if isinstance(self.l2_grid, (list, tuple)) else None
         if grid is None or (self.l2_select != "fixed" and not grid) or not all(is_positive_number(v) for v in grid):
             raise VitbenchError(f"{where}: l2_grid must be a non-empty list of positive numbers, got {self.l2_grid!r}")
-        check_preprocessing(self.resize, self.interpolation, self.crop_pct, where)
         if self.precision not in PRECISIONS:
             raise VitbenchError(f"{where}: precision must be float64, mixed (float64 solve, float32 prediction) or float32, got {self.precision!r}")
         if not is_int(self.cv_folds) or self.cv_folds < 2:

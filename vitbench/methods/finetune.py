@@ -2,7 +2,8 @@
 
 Owns the recipe defaults (paper Table 4, §B.1.1; vit_jax `configs/common.py`): SGD momentum 0.9, batch 512,
 linear warm-up then cosine decay, no weight decay, global-norm clipping at 1, 384 px, inception crop +
-flip, straight (squash) bilinear resize for evaluation. An `lr` list is a grid: one cell per lr, or with
+flip (the VTAB suites set BiT's per-task resize / random crop / flip), straight (squash) bilinear resize for
+evaluation with big_vision's resize. An `lr` list is a grid: one cell per lr, or with
 `lr_select = "dev"` (paper §B.1.1) one `stage = "select"` cell per lr trained on `select_train_split` and
 scored on `select_eval_split`, and one `stage = "final"` cell that depends on them, retrains the best lr
 on the task's training split and scores its test split. The training loop is `vitbench/runners/finetune.py`.
@@ -18,14 +19,15 @@ from typing import Any
 
 from vitbench.errors import VitbenchError
 from vitbench.methods.base import (
-    EXECUTION, Method, MethodParams, as_list, check_img_size, check_preprocessing, check_seeds, is_int, register,
+    EXECUTION, Method, MethodParams, as_list, check_img_size, check_preprocessing, check_resize_impl, check_seeds, is_int,
+    register,
 )
 
-TRAIN_CROPS = ("inception", "none")
+TRAIN_CROPS = ("inception", "resize_crop", "none")
 LR_SELECT = ("none", "dev")
 # The settings of one training run, written into each record's details["recipe"].
 RECIPE_FIELDS = ("steps", "lr", "batch_size", "warmup_steps", "momentum", "weight_decay", "grad_clip", "train_crop",
-                 "hflip", "micro_batch", "sampling")
+                 "train_resize", "hflip", "micro_batch", "dropout", "sampling")
 
 
 @dataclass(frozen=True)
@@ -37,13 +39,19 @@ class FinetuneParams(MethodParams):
     momentum: float = 0.9
     weight_decay: float = 0.0
     grad_clip: float = 1.0
+    # "inception" (vit_jax), "resize_crop" (resize to train_resize, random img_size crop; BiT / Google's
+    # ViT-on-VTAB config) or "none"; the VTAB suites set it per task (docs/preprocessing.md)
     train_crop: str = "inception"
+    train_resize: int | None = None  # "resize_crop" only; default img_size * 448 / 384
     hflip: bool = True
     seeds: Any = field(default_factory=lambda: [0], metadata=EXECUTION)
     img_size: int | None = field(default=384, metadata=EXECUTION)
     micro_batch: int | None = field(default=None, metadata=EXECUTION)  # memory bound only: the batch stays batch_size
     interpolation: str = "bilinear"  # eval: straight (squash) resize of the whole image, as vit_jax's input pipeline
-    dropout: float = 0.0  # AugReg practice and vit_jax B/16; L/16 and H/14 configs used 0.1: set it per suite
+    resize_impl: str = "tf"  # TF's bilinear resize without antialiasing, truncated (big_vision / vit_jax); or "pil"
+    # vit_jax's dropout_rate, placed as vit_jax does (after position embeddings, attention output, MLP denses).
+    # AugReg practice and vit_jax B/16: 0; L/16 and H/14 configs used 0.1: set it per suite
+    dropout: float = 0.0
     # "none" runs every lr on the training split; "dev" selects it on (select_train_split -> select_eval_split)
     lr_select: str = "none"
     select_train_split: str = ""
@@ -63,6 +71,7 @@ class FinetuneParams(MethodParams):
         if not lrs or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf for v in lrs):
             raise VitbenchError(f"{where}: finetune lr must be a positive finite number or a list of them (a grid), got {self.lr!r}")
         check_preprocessing("squash", self.interpolation, 1.0, where)
+        check_resize_impl(self.resize_impl, self.interpolation, where)
         if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
             raise VitbenchError(f"{where}: finetune dropout must be in [0, 1), got {self.dropout!r}")
         if self.sampling != "stream":
@@ -70,7 +79,9 @@ class FinetuneParams(MethodParams):
         if self.lr_select not in LR_SELECT:
             raise VitbenchError(f"{where}: finetune lr_select must be 'none' or 'dev', got {self.lr_select!r}")
         if self.train_crop not in TRAIN_CROPS or not isinstance(self.hflip, bool):
-            raise VitbenchError(f"{where}: finetune train_crop must be 'inception' or 'none' and hflip true/false")
+            raise VitbenchError(f"{where}: finetune train_crop must be one of {list(TRAIN_CROPS)} and hflip true/false, got {self.train_crop!r} / {self.hflip!r}")
+        if self.train_resize is not None and (not is_int(self.train_resize) or self.train_resize < (self.img_size or 1)):
+            raise VitbenchError(f"{where}: finetune train_resize must be an integer >= img_size ({self.img_size}), got {self.train_resize!r}")
         if not is_int(self.warmup_steps) or not 0 <= self.warmup_steps < self.steps:
             raise VitbenchError(
                 f"{where}: finetune warmup_steps must be in [0, steps) (got {self.warmup_steps!r} with steps={self.steps}); "

@@ -12,34 +12,27 @@ seeds. Exercised by `vitbench run --method knn`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from vitbench.errors import VitbenchError
-from vitbench.methods.base import (
-    EXECUTION, Method, MethodParams, as_list, check_img_size, check_preprocessing, is_int, is_positive_number, register,
-)
+from vitbench.methods.base import FeatureParams, Method, as_list, is_int, is_positive_number, register
 
 
 @dataclass(frozen=True)
-class KnnParams(MethodParams):
+class KnnParams(FeatureParams):  # few-shot's eval preprocessing, so both share one feature cache
     k: Any = 20  # one value or a list (one cell each)
     temperature: float = 0.07
-    img_size: int | None = field(default=None, metadata=EXECUTION)  # the model's native size when None
-    resize: str = "squash_crop"  # few-shot's eval preprocessing, so both share one feature cache
-    crop_pct: float = 0.875
-    interpolation: str = "bilinear"
 
     def check(self, where: str) -> None:
-        check_img_size(self.img_size, where)
+        super().check(where)
         ks = as_list(self.k)
         if not ks or any(not is_int(v) or v < 1 for v in ks):
             raise VitbenchError(f"{where}: knn k must be a positive integer or a list of them (e.g. [10, 20, 100, 200]), got {self.k!r}")
         if not is_positive_number(self.temperature):
             raise VitbenchError(f"{where}: knn temperature must be a positive number, got {self.temperature!r}")
-        check_preprocessing(self.resize, self.interpolation, self.crop_pct, where)
 
 
 def knn_predict(train_x, train_y, test_x, *, k: int, temperature: float, num_classes: int, chunk: int = 1024) -> np.ndarray:
@@ -76,19 +69,20 @@ class Knn(Method):
         import time
 
         from vitbench.cells import CellResult
+        from vitbench.data.order import check_class_coverage
         from vitbench.features import cell_features, classification_metrics
 
         p, task = cell.params, cell.task
         t0 = time.perf_counter()
-        feats = cell_features(cell, ctx, [task.train_split, task.test_split], resize=p["resize"],
-                              interpolation=p["interpolation"], crop_pct=p["crop_pct"])
+        feats = cell_features(cell, ctx, [task.train_split, task.test_split])
         (train, f_train), (test, f_test) = feats.splits[task.train_split], feats.splits[task.test_split]
+        coverage = check_class_coverage(task, task.train_split, train.labels, task.test_split, test.labels)
         t1 = time.perf_counter()
         preds = knn_predict(f_train.array, train.labels, f_test.array, k=p["k"], temperature=p["temperature"],
                             num_classes=task.num_classes)
         details = {"k": p["k"], "k_used": min(p["k"], len(train)), "temperature": p["temperature"],
                    "n_train": len(train), "n_test": len(test), "feature_dim": int(f_train.array.shape[1]),
-                   "train_split": task.train_split, "test_split": task.test_split,
+                   "train_split": task.train_split, "test_split": task.test_split, "class_coverage": coverage,
                    "timings": {"features_s": round(t1 - t0, 4), "knn_s": round(time.perf_counter() - t1, 4)}}
         return CellResult(metrics=classification_metrics(preds, test, task.metric), details=details,
                           provenance=feats.provenance({"train": task.train_split, "test": task.test_split}))

@@ -26,29 +26,23 @@ from typing import Any
 import numpy as np
 
 from vitbench.errors import VitbenchError
-from vitbench.methods.base import (
-    EXECUTION, Method, MethodParams, check_img_size, check_preprocessing, is_int, is_positive_number, register,
-)
+from vitbench.methods.base import FeatureParams, Method, is_int, is_positive_number, register
 
 NORMALIZE = ("standardize", "l2", "none")
 STD_EPS = 1e-5  # as the few-shot standardisation (big_vision)
 
 
 @dataclass(frozen=True)
-class LinearParams(MethodParams):
+class LinearParams(FeatureParams):  # few-shot's eval preprocessing: one shared feature cache
     wd_grid: Any = field(default_factory=lambda: [1e-6, 1e-5, 1e-4, 1e-3, 1e-2])  # logspace(-6, -2, 5)
     max_iter: int = 300  # L-BFGS iterations per fit
     normalize: str = "standardize"
     select_train_split: str = ""  # both empty: hold out `val_fraction` of the training split for selection
     select_eval_split: str = ""
     val_fraction: float = 0.2
-    img_size: int | None = field(default=None, metadata=EXECUTION)  # the model's native size when None
-    resize: str = "squash_crop"  # few-shot's eval preprocessing, so all frozen-feature methods share one cache
-    crop_pct: float = 0.875
-    interpolation: str = "bilinear"
 
     def check(self, where: str) -> None:
-        check_img_size(self.img_size, where)
+        super().check(where)
         grid = self.wd_grid if isinstance(self.wd_grid, (list, tuple)) else None
         if not grid or not all(is_positive_number(v) for v in grid):
             raise VitbenchError(f"{where}: linear wd_grid must be a non-empty list of positive numbers, got {self.wd_grid!r}")
@@ -61,7 +55,6 @@ class LinearParams(MethodParams):
                                 f"to hold out val_fraction of the training split), got {self.select_train_split!r} and {self.select_eval_split!r}")
         if not (isinstance(self.val_fraction, float) and 0.0 < self.val_fraction < 1.0):
             raise VitbenchError(f"{where}: linear val_fraction must be a number in (0, 1), got {self.val_fraction!r}")
-        check_preprocessing(self.resize, self.interpolation, self.crop_pct, where)
 
 
 # ------------------------------------------------------------------------------------------------- math
@@ -143,13 +136,18 @@ class Linear(Method):
         import time
 
         from vitbench.cells import CellResult
+        from vitbench.data.order import check_class_coverage
         from vitbench.features import cell_features, classification_metrics
 
         p, task = cell.params, cell.task
         t0 = time.perf_counter()
         names = [task.train_split, task.test_split] + [n for n in (p["select_train_split"], p["select_eval_split"]) if n]
-        feats = cell_features(cell, ctx, names, resize=p["resize"], interpolation=p["interpolation"], crop_pct=p["crop_pct"])
+        feats = cell_features(cell, ctx, names)
         (train, f_train), (test, f_test) = feats.splits[task.train_split], feats.splits[task.test_split]
+        coverage = [check_class_coverage(task, task.train_split, train.labels, task.test_split, test.labels)]
+        if p["select_train_split"]:
+            coverage.append(check_class_coverage(task, p["select_train_split"], feats.splits[p["select_train_split"]][0].labels,
+                                                 p["select_eval_split"], feats.splits[p["select_eval_split"]][0].labels))
         x_all, y_all = np.asarray(f_train.array), np.asarray(train.labels)
         if p["select_train_split"]:
             (s_train, f_s), (s_eval, f_e) = feats.splits[p["select_train_split"]], feats.splits[p["select_eval_split"]]
@@ -174,7 +172,7 @@ class Linear(Method):
             "chosen_wd": wd, "val_acc_per_wd": {repr(v): a for v, a in val_acc.items()}, "selection": selection,
             "selection_fits": fits, "final_fit": final, "normalize": mode, "solver": "L-BFGS (strong Wolfe), float64",
             "n_train": int(len(y_all)), "n_select_train": int(len(y_fit)), "n_select_eval": int(len(y_val)),
-            "n_test": int(len(test)), "feature_dim": int(x_all.shape[1]),
+            "n_test": int(len(test)), "feature_dim": int(x_all.shape[1]), "class_coverage": coverage,
             "timings": {"features_s": round(t1 - t0, 4), "fit_s": round(time.perf_counter() - t1, 4)},
         }
         roles = {"train": task.train_split, "test": task.test_split}

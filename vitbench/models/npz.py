@@ -3,8 +3,10 @@
 Owns `vit_npz_to_timm` (vit_jax layout `Transformer/encoderblock_i/MultiHeadDotProductAttention_1/...`, with an
 optional `opt/target/` prefix, and big_vision's `params/[img/]` layout with sub-module indices 0/0/1/0 and
 top-level `pos_embedding`), `timm_vit_to_npz` (the inverse, used to write test fixtures and to export), and
-`load_bit_npz` (BiT `resnet/...` files, through timm's own loader). The checkpoint's `pre_logits` and `head`
-are not carried over: the paper removes the whole pre-training head (docs/finetune.md#paper-recipe).
+`load_bit_npz` (BiT `resnet/...` files, through timm's own loader). The checkpoint's `head` is not carried
+over (the paper removes the pre-training head, docs/finetune.md#paper-recipe); its representation layer
+`pre_logits` (tanh(Dense), i21k checkpoints) comes back as `pre_logits.fc.*`, which `create` keeps beside the
+trunk for few-shot features (big_vision reads `pre_logits`; docs/preprocessing.md) and fine-tuning does not use.
 Key names and transposes: docs/models.md#state-dict-keys.
 Exercised by `vitbench run --model vit_b16 --weights ViT-B_16.npz`.
 """
@@ -93,6 +95,9 @@ def vit_npz_to_timm(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
             for r in range(2):
                 sd[b + f"mlp.fc{r + 1}.weight"] = _t(g(f"MlpBlock_{mlp}/Dense_{r}/kernel")).T.contiguous()
                 sd[b + f"mlp.fc{r + 1}.bias"] = _t(g(f"MlpBlock_{mlp}/Dense_{r}/bias"))
+        if "pre_logits/kernel" in w and "pre_logits/bias" in w:  # representation layer (i21k checkpoints)
+            sd["pre_logits.fc.weight"] = _t(w["pre_logits/kernel"]).T.contiguous()
+            sd["pre_logits.fc.bias"] = _t(w["pre_logits/bias"])
     except KeyError as exc:
         raise VitbenchError(f"ViT .npz is missing key {prefix}{exc.args[0]}; the file is incomplete or "
                             "not a plain ViT (hybrid/MAP-head checkpoints are not supported)") from None

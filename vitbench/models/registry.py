@@ -186,7 +186,8 @@ def parse_model_name(name: str) -> ModelRef:
         return ModelRef(name, "torchvision", arch, tag or None, None)
     base, _, tag = name.partition(".")
     if base not in MODELS:
-        raise unknown_name("model", base, list(MODELS) + ["timm:<name>", "torchvision:<name>"])
+        raise unknown_name("model", base, list(MODELS) + ["timm:<name>", "torchvision:<name>", "hf:<repo or folder>",
+                                                          "open_clip:<arch>/<tag>", "timm:hf-hub:<repo>"])
     info = MODELS[base]
     if tag:
         valid_tags = available_tags(base)
@@ -211,7 +212,12 @@ def check_img_size(name: str, img_size: int | None) -> None:
     """Refuse an input size a ViT cannot tile exactly (timm would silently drop the border pixels)."""
     if img_size is None:
         return
-    patch = patch_size_of(parse_model_name(name))
+    from vitbench.models import sources
+
+    if sources.kind_of(name) is not None:
+        patch = sources.patch_size(name)
+    else:
+        patch = patch_size_of(parse_model_name(name))
     if patch and img_size % patch:
         raise VitbenchError(
             f"img_size {img_size} is not a multiple of {name}'s patch size {patch}; a ViT would drop the border "

@@ -45,7 +45,14 @@ def _choice(ref: ModelRef, weights: str | os.PathLike | None) -> tuple[str, str 
 
 def resolve_weights_id(name: str, weights: str | os.PathLike | None = "default") -> str:
     """The weights id that goes into cell keys, without building anything: `timm/<arch>.<tag>`,
-    `torchvision/<builder>.<ENUM>`, `file:<sha256 of the file>` or `none` (random init)."""
+    `torchvision/<builder>.<ENUM>`, `file:<sha256 of the file>` or `none` (random init); other sources
+    (`hf:`, `open_clip:`, `timm:hf-hub:`, registered modules) document theirs in `vitbench.models.sources` (their
+    modules load on first use of such a name)."""
+    from vitbench.models import sources
+
+    from_source = sources.weights_id(name, weights)
+    if from_source is not None:
+        return from_source
     ref = parse_model_name(name)
     kind, value = _choice(ref, weights)
     if kind == "random":

@@ -8,6 +8,8 @@ VTAB-1k table, numeric), `table2.csv`, `fewshot.csv`, `paper_comparison.csv`, th
 
 from __future__ import annotations
 
+import gc
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,8 +42,27 @@ class Analysis:
     warnings: list[str] = field(default_factory=list)
 
 
+@contextmanager
+def _gc_paused():
+    """Cyclic garbage collection off while a report is built: the loaded records are millions of live objects
+    and every collection would walk them all again (tables and figures allocate many short-lived objects);
+    what the report leaves as garbage is collected when the previous setting is restored."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def analyse(records: list[dict[str, Any]]) -> Analysis:
     """Every table of a report, computed once from `records` (failed, malformed and duplicate ones handled)."""
+    with _gc_paused():
+        return _analyse(records)
+
+
+def _analyse(records: list[dict[str, Any]]) -> Analysis:
     prep = prepare(records)
     recs = prep.results
     long = tables.tidy(recs)
@@ -86,7 +107,8 @@ def _data_warnings(recs: list[dict[str, Any]], long: pd.DataFrame) -> list[str]:
     if flagged["lossy"]:
         out.append(f"Lossy (JPEG) copies of the data were used for: {', '.join(sorted(flagged['lossy']))}.")
     if flagged["incomplete"]:
-        out.append("Incomplete copies of VTAB-1k subsets (fewer than 800/200/1000 images) were used for: "
+        out.append("Incomplete data copies (a split with other than its defined size: VTAB-1k's 800/200/1000, or a task's "
+                   "expected test size) were used for: "
                    f"{', '.join(sorted(flagged['incomplete']))}.")
     notes = sorted({n for n in long.get("note", pd.Series(dtype=object)) if n and "one task" in n})
     out += [f"Few-shot l2 selection: {n}." for n in notes]
@@ -139,7 +161,12 @@ def build_report(records: list[dict[str, Any]], out_dir: Path, title: str = "vit
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise VitbenchError(f"cannot create report folder {str(out_dir)!r} ({exc.strerror}); pass -o with a writable folder")
-    a = analysis if analysis is not None else analyse(records)
+    with _gc_paused():
+        return _build_report(records, out_dir, title, analysis)
+
+
+def _build_report(records: list[dict[str, Any]], out_dir: Path, title: str, analysis: Analysis | None) -> dict[str, Path]:
+    a = analysis if analysis is not None else _analyse(records)
     paths = {name: out_dir / f for name, f in (
         ("csv", "summary.csv"), ("results_csv", "results.csv"), ("vtab_csv", "vtab.csv"), ("table2_csv", "table2.csv"),
         ("fewshot_csv", "fewshot.csv"), ("comparison_csv", "paper_comparison.csv"), ("html", "index.html"), ("md", "report.md"))}

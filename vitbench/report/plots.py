@@ -14,13 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from vitbench.models.registry import pretrain_exaflops, pretrain_images  # noqa: E402
+from vitbench.models.registry import pretrain_exaflops, pretrain_images
 
 TABLE6_CSV = Path(__file__).resolve().parent / "reference" / "table6.csv"
 MAX_PANELS = 8
@@ -42,13 +38,29 @@ def plain(text: Any) -> str:
     return " " + s if s.startswith("_") else s
 
 
+def _figure(w: float, h: float):
+    """A bare Agg figure: no pyplot (no global figure registry, the user's backend untouched); matplotlib is
+    imported only when a figure has data to draw."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure as MplFigure
+
+    fig = MplFigure(figsize=(w, h))
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def _panels(n: int, w: float = 3.6, h: float = 2.9):
+    """`n` panels, up to 4 a row; only the panels drawn on are created (no hidden empty axes)."""
     cols = min(4, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(w * cols, h * rows), squeeze=False)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    return fig, list(axes.flat)[:n]
+    fig = _figure(w * cols, h * rows)
+    return fig, [fig.add_subplot(rows, cols, i + 1) for i in range(n)]
+
+
+def _title(ax, text: str, fontsize: float) -> None:
+    # y given: the title sits just above the axes (where it goes anyway: no axis draws on top) without
+    # matplotlib measuring every tick label of the figure to place it
+    ax.set_title(plain(text), fontsize=fontsize, y=1.0)
 
 
 def _save(fig, path: Path, legend_ax=None) -> Path:
@@ -69,7 +81,6 @@ def _save(fig, path: Path, legend_ax=None) -> Path:
         fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=7, frameon=False,
                    bbox_to_anchor=(0.5, 0.0))
     fig.savefig(path, dpi=DPI, pil_kwargs={"compress_level": 3})  # fast PNG compression; size barely changes
-    plt.close(fig)
     return Path(path)
 
 
@@ -86,6 +97,8 @@ def shots_plot(agg: pd.DataFrame, path: Path) -> Figure:
         fig_.reason = "too little data: needs few-shot results at two or more shot counts"
         return fig_
     tasks = list(dict.fromkeys(fs["task"]))[:MAX_PANELS]
+    from matplotlib import ticker
+
     fig, axes = _panels(len(tasks))
     for ax, task in zip(axes, tasks):
         part = fs[fs["task"] == task]
@@ -94,9 +107,9 @@ def shots_plot(agg: pd.DataFrame, path: Path) -> Figure:
             ax.errorbar(line["shots"], line["mean"], yerr=line["std"], marker="o", ms=4, capsize=2, label=plain(_line_label(line.iloc[0])))
         ax.set_xscale("log")
         ax.set_xticks(sorted(part["shots"].unique()))
-        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        ax.get_xaxis().set_minor_locator(matplotlib.ticker.NullLocator())  # log minor ticks: clutter, and slow to draw
-        ax.set_title(plain(task), fontsize=9)
+        ax.get_xaxis().set_major_formatter(ticker.ScalarFormatter())
+        ax.get_xaxis().set_minor_locator(ticker.NullLocator())  # log minor ticks: clutter, and slow to draw
+        _title(ax, task, 9)
         ax.set_xlabel("examples per class")
         ax.set_ylabel("accuracy (%)")
         ax.grid(alpha=0.3)
@@ -145,9 +158,11 @@ def pretrain_size_plot(agg: pd.DataFrame, reference: pd.DataFrame, path: Path) -
 
 def _finish(ax, task: str, xlabel: str, log: bool) -> None:
     if log:
+        from matplotlib import ticker
+
         ax.set_xscale("log")
-        ax.get_xaxis().set_minor_locator(matplotlib.ticker.NullLocator())
-    ax.set_title(plain(task), fontsize=9)
+        ax.get_xaxis().set_minor_locator(ticker.NullLocator())
+    _title(ax, task, 9)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy (%)")
     ax.grid(alpha=0.3)
@@ -249,7 +264,7 @@ def fewshot_vs_finetune_plot(agg: pd.DataFrame, path: Path) -> Figure:
         ax.set_xlim(max(0, lo - 5), min(100, hi + 5))
         ax.set_xlabel("fine-tuning accuracy (%)")
         ax.set_ylabel("few-shot accuracy (%)")
-        ax.set_title(plain(f"{model} {wid}"), fontsize=8)
+        _title(ax, f"{model} {wid}", 8)
         ax.grid(alpha=0.3)
     fig_.path = _save(fig, path)
     return fig_
@@ -270,7 +285,8 @@ def vtab_groups_plot(vtab_numeric: pd.DataFrame, paper_rows: pd.DataFrame, path:
     for r in paper_rows.to_dict("records"):
         vals = [_num(r.get(f"{g} mean ({n} tasks)")) for g, n in (("natural", 7), ("specialized", 4), ("structured", 8))]
         series.append((f"paper {r['model']} {r['pretrain']}", vals + [_num(r.get("mean over 19 tasks"))]))
-    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    fig = _figure(7.5, 3.8)
+    ax = fig.add_subplot()
     width = 0.8 / len(series)
     for i, (name, vals) in enumerate(series):
         ax.bar([j + i * width for j in range(4)], vals, width, label=plain(name))
@@ -295,7 +311,8 @@ def loss_curve_plot(curves: list[dict[str, Any]], path: Path) -> Figure:
     if not curves:
         fig_.reason = "too little data: no fine-tuning record carries a loss curve"
         return fig_
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = _figure(6, 3.5)
+    ax = fig.add_subplot()
     for c in curves[:10]:
         ax.plot([p["step"] for p in c["curve"]], [p["loss"] for p in c["curve"]], label=plain(c["label"]))
     ax.set_xlabel("step")
@@ -303,8 +320,7 @@ def loss_curve_plot(curves: list[dict[str, Any]], path: Path) -> Figure:
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    fig.subplots_adjust(left=0.85 / 6, right=1 - 0.15 / 6, top=1 - 0.15 / 3.5, bottom=0.5 / 3.5)  # no tight_layout
+    fig.savefig(path, dpi=DPI, pil_kwargs={"compress_level": 3})
     fig_.path = Path(path)
     return fig_

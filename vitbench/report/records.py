@@ -10,10 +10,11 @@ Exercised by `vitbench report` and `vitbench compare`.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from vitbench.hashing import json_sha256
+from vitbench.hashing import canonical_json, json_sha256
 
 # Fields of a record that define its number besides `cell` (the key payload): a result from another suite or
 # another vitbench release is its own definition, even when the cell payload is the same.
@@ -79,43 +80,49 @@ def definition(rec: dict[str, Any]) -> dict[str, Any]:
 PER_TASK_PARAMS = ("select_train_split", "select_eval_split")
 
 
-def row_definition(rec: dict[str, Any]) -> dict[str, Any]:
-    """The definition without the task: what one row of a tasks-as-columns table (VTAB, few-shot) shares."""
-    defn = {k: v for k, v in definition(rec).items() if k != "task"}
-    defn["params"] = {k: v for k, v in (rec.get("params") or {}).items() if k not in PER_TASK_PARAMS}
-    defn["model"], defn["weights_id"] = rec.get("model"), rec.get("weights_id")
-    return defn
+def row_definition(rec: dict[str, Any], defn: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The definition without the task: what one row of a tasks-as-columns table (VTAB, few-shot) shares.
+    `defn`: `definition(rec)` when already built (not modified)."""
+    row = {k: v for k, v in (definition(rec) if defn is None else defn).items() if k != "task"}
+    row["params"] = {k: v for k, v in (rec.get("params") or {}).items() if k not in PER_TASK_PARAMS}
+    row["model"], row["weights_id"] = rec.get("model"), rec.get("weights_id")
+    return row
 
 
-def line_definition(rec: dict[str, Any]) -> dict[str, Any]:
-    """The row definition without the shot count: one line of a curve over shots (few-shot)."""
-    defn = row_definition(rec)
-    defn["params"] = {k: v for k, v in defn["params"].items() if k != "shots"}
-    return defn
+def line_definition(rec: dict[str, Any], row: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The row definition without the shot count: one line of a curve over shots (few-shot). `row`:
+    `row_definition(rec)` when already built (not modified)."""
+    line = dict(row_definition(rec) if row is None else row)
+    line["params"] = {k: v for k, v in line["params"].items() if k != "shots"}
+    return line
 
 
-def freeze(obj: Any) -> Any:
-    """A hashable, order-independent stand-in for a JSON value (dicts -> sorted tuples)."""
-    if isinstance(obj, dict):
-        return tuple(sorted((str(k), freeze(v)) for k, v in obj.items()))
-    if isinstance(obj, (list, tuple)):
-        return tuple(freeze(v) for v in obj)
-    return obj
+class RecordIds:
+    """(definition id, row id, line id) of records: each definition's canonical JSON text is made once per
+    record (by the C encoder, cheaper than any Python-level key), the row and line ids once per distinct
+    definition when they follow from it alone (the record's params, model and weights are the cell's, as
+    `vitbench.results.make_record` writes them)."""
+
+    def __init__(self):
+        self.memo: dict[str, tuple[str, str, str]] = {}
+
+    def __call__(self, rec: dict[str, Any]) -> tuple[str, str, str]:
+        defn = definition(rec)
+        text = canonical_json(defn)
+        follows = (rec.get("params") == defn.get("params") and rec.get("model") == defn.get("model")
+                   and rec.get("weights_id") == defn.get("weights_id"))
+        if follows and text in self.memo:
+            return self.memo[text]
+        row = row_definition(rec, defn)
+        ids = (_hash(text), definition_id(row), definition_id(line_definition(rec, row)))
+        if follows:
+            self.memo[text] = ids
+        return ids
 
 
-class IdMemo:
-    """definition_id(make(rec)) for many records, hashing each distinct definition once: a record's small
-    identifying parts are frozen into a dict key first (cheap), the canonical JSON is built only when new."""
-
-    def __init__(self, make):
-        self.make, self.ids = make, {}
-
-    def __call__(self, rec: dict[str, Any]) -> str:
-        defn = self.make(rec)
-        key = freeze(defn)
-        if key not in self.ids:
-            self.ids[key] = definition_id(defn)
-        return self.ids[key]
+def _hash(text: str) -> str:
+    """`definition_id` from an already made canonical JSON text (`vitbench.hashing.json_sha256`, 8 digits)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def definition_id(defn: dict[str, Any]) -> str:

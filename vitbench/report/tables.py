@@ -15,7 +15,7 @@ import pandas as pd
 
 from vitbench.methods import find_method
 from vitbench.methods.base import recorded_values
-from vitbench.report.records import IdMemo, definition, definition_id, differences, line_definition, row_definition
+from vitbench.report.records import RecordIds, differences
 
 VTAB_GROUPS = ("natural", "specialized", "structured")
 
@@ -78,9 +78,10 @@ def tidy(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per record: identity columns, `value` (the method's headline number in percent), `def_id`
     (definition), `row_id` (definition without the task) and `line_id` (row without the shots)."""
     values = record_values(records)
-    row_id, line_id = IdMemo(row_definition), IdMemo(line_definition)  # small definitions: hashed once each
     rows = []
+    record_ids = RecordIds()
     for rec in records:
+        def_id, row_id, line_id = record_ids(rec)
         params = rec.get("params") or {}
         metric = ((rec.get("cell") or {}).get("task") or {}).get("metric") or "top1"
         extra = values.get(rec.get("key")) or {}
@@ -98,7 +99,7 @@ def tidy(records: list[dict[str, Any]]) -> pd.DataFrame:
             "shots": float(shots) if isinstance(shots, (int, float)) else float("nan"), "stage": str(params.get("stage") or ""),
             "metric": metric, "ref_method": paper_method_of(rec), "seed": rec.get("seed"), "value": _percent(extra.get("value")),
             "chosen_l2": extra.get("chosen_l2"), "note": "; ".join(n for n in notes if n),
-            "def_id": definition_id(definition(rec)), "row_id": row_id(rec), "line_id": line_id(rec), "key": rec.get("key"),
+            "def_id": def_id, "row_id": row_id, "line_id": line_id, "key": rec.get("key"),
         })
     return pd.DataFrame(rows, columns=TIDY_COLUMNS)
 

@@ -37,20 +37,28 @@ def vtab_columns(agg: pd.DataFrame) -> dict[str, list[str]]:
     return cols
 
 
-def _seed_std(long: pd.DataFrame, tasks: list[str]) -> float:
-    """Std over seeds of the per-seed mean over `tasks`, using the seeds every task has (0 if < 2 such seeds)."""
-    if not tasks or long.empty:
+def _seed_std(per_seed: dict, tasks: list[str]) -> float:
+    """Std over seeds of the per-seed mean over `tasks`, using the seeds every task has (0 if < 2 such seeds).
+    `per_seed`: seed -> task -> values of one row definition."""
+    if not tasks or not per_seed:
         return 0.0
     wanted = set(tasks)
-    per_seed: dict = {}
-    for task, seed, value in zip(long["task"], long["seed"], long["value"]):
-        if task in wanted and value == value:  # NaN-safe
-            per_seed.setdefault(seed, {}).setdefault(task, []).append(value)
-    means = [sum(sum(v) / len(v) for v in by_task.values()) / len(tasks)
-             for by_task in per_seed.values() if len(by_task) == len(wanted)]
+    means = [sum(sum(v) / len(v) for t, v in by_task.items() if t in wanted) / len(tasks)
+             for by_task in per_seed.values() if wanted.issubset(by_task)]
     if len(means) < 2:
         return 0.0
     return float(pd.Series(means).std(ddof=1))
+
+
+def _values_by_row(long: pd.DataFrame) -> dict:
+    """row_id -> seed -> task -> values (NaN dropped) of the VTAB-group records: read once for every row."""
+    out: dict = {}
+    if long.empty:
+        return out
+    for rid, group, task, seed, value in zip(long["row_id"], long["group"], long["task"], long["seed"], long["value"]):
+        if group in VTAB_GROUPS and value == value:  # NaN-safe
+            out.setdefault(rid, {}).setdefault(seed, {}).setdefault(task, []).append(value)
+    return out
 
 
 def vtab_table(agg: pd.DataFrame, long: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -61,22 +69,24 @@ def vtab_table(agg: pd.DataFrame, long: pd.DataFrame) -> tuple[pd.DataFrame, pd.
         return pd.DataFrame(), pd.DataFrame()
     cols = vtab_columns(sub)
     display, numeric = [], []
-    long_by_row = dict(tuple(long[long["group"].isin(VTAB_GROUPS)].groupby("row_id", sort=False)))
-    for key, part in sub.groupby(ROW_KEYS, sort=False, dropna=False):
+    values = _values_by_row(long)
+    rows: dict[tuple, dict[str, list]] = {}  # row keys -> task -> aggregated rows, in order of first appearance
+    for r in sub[ROW_KEYS + ["task", "mean", "std", "n"]].to_dict("records"):
+        rows.setdefault(tuple(r[k] for k in ROW_KEYS), {}).setdefault(r["task"], []).append(r)
+    for key, by_task in rows.items():
         ident = dict(zip(ROW_KEYS, key))
-        rlong = long_by_row.get(ident["row_id"], long.iloc[:0])
-        by_task = dict(tuple(part.groupby("task", sort=False)))
+        per_seed = values.get(ident["row_id"], {})
         shown = {"model": ident["model"], "weights": ident["weights_id"], "pretrain": ident["pretrain"],
                  "method": ident["method"], "setting": ident["row_setting"]}
         num = dict(shown, suite=ident["suite"], weights_id=ident["weights_id"])
         task_means: dict[str, float] = {}
         for g in VTAB_GROUPS:
             for task in cols[g]:
-                hit = by_task.get(task, part.iloc[:0])
+                hit = by_task.get(task, [])
                 if len(hit) > 1:
                     shown[task], num[task] = MULTIPLE.format(n=len(hit)), float("nan")
                 elif len(hit):
-                    r = hit.iloc[0]
+                    r = hit[0]
                     shown[task], num[task] = fmt(r["mean"], r["std"], int(r["n"])), float(r["mean"])
                     task_means[task] = float(r["mean"])
                 else:
@@ -86,13 +96,13 @@ def vtab_table(agg: pd.DataFrame, long: pd.DataFrame) -> tuple[pd.DataFrame, pd.
             present = [t for t in cols[g] if t in task_means]
             expected = len(VTAB_ORDER[g])
             mean = sum(task_means[t] for t in present) / len(present) if present else float("nan")
-            std = _seed_std(rlong, present)
+            std = _seed_std(per_seed, present)
             group_means[g] = mean
             num.update({f"{g}_mean": mean, f"{g}_std": std, f"{g}_tasks": len(present)})
             shown[f"{g} mean ({expected} tasks)"] = _mean_text(mean, std, len(present), expected)
         tasks = list(task_means)
         overall = sum(task_means.values()) / len(tasks) if tasks else float("nan")
-        overall_std = _seed_std(rlong, tasks)
+        overall_std = _seed_std(per_seed, tasks)
         num.update({"mean_over_tasks": overall, "mean_over_tasks_std": overall_std, "tasks": len(tasks)})
         shown["mean over 19 tasks"] = _mean_text(overall, overall_std, len(tasks), len(ALL_VTAB))
         have = [m for m in group_means.values() if not math.isnan(m)]

@@ -18,6 +18,7 @@ import numpy as np
 
 from vitbench import fewshot as fs
 from vitbench.cells import Cell, CellResult, RunContext
+from vitbench.data.order import check_class_coverage
 from vitbench.features import clear_memo, load_or_extract, memo_model, memo_split
 
 
@@ -25,6 +26,8 @@ from vitbench.features import clear_memo, load_or_extract, memo_model, memo_spli
 # identical to sklearn (BENCHMARKS.md "Few-shot"); float32 for the solve too agrees only ~98.5% on the l2 grid
 # (ill-conditioned dual Gram matrix at small l2). "float64" predictions on CPU run as certified float32 GEMMs
 # with float64 for close calls (vitbench/certified_argmax.py): identical to float64, about as fast as "mixed".
+# "float32" is what big_vision itself computes (JAX float32 on CPU), in its order of operations
+# (docs/preprocessing.md): eigendecomposition for every l2, per-l2 weights, no folding or certification.
 SOLVE_AND_PREDICT = {"float64": ("float64", None), "float32": ("float32", None), "mixed": ("float64", "float32")}
 
 
@@ -64,13 +67,21 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
     t0 = time.perf_counter()
     model = _model(cell.model, cell.weights, cell.img_size, cell.pos_interp)
     prep = preprocessing_for(model.data_config, size=cell.img_size, resize=p["resize"],
-                             interpolation=p["interpolation"], crop_pct=p["crop_pct"])
+                             interpolation=p["interpolation"], crop_pct=p["crop_pct"],
+                             resize_impl=p.get("resize_impl", "tf"))
     prep = dataclasses.replace(prep, train_crop="none", hflip=False)  # frozen features: no augmentation
     train = _split(task, task.train_split, ctx.data_root, ctx.skip_corrupt)
     test = _split(task, task.test_split, ctx.data_root, ctx.skip_corrupt)
+    coverage = check_class_coverage(task, task.train_split, train.labels, task.test_split, test.labels)
     names = {"model_name": cell.model, "task_name": task.name}
-    f_train = load_or_extract(model, train, prep, ctx, split_name=task.train_split, **names)
-    f_test = load_or_extract(model, test, prep, ctx, split_name=task.test_split, **names)
+    # the model is shared with other methods' cells (memo_model): choose the feature layer for these
+    # extractions only, then put back the class token every other method reads
+    layer_used = model.set_feature_layer(p.get("feature_layer", "cls"))
+    try:
+        f_train = load_or_extract(model, train, prep, ctx, split_name=task.train_split, **names)
+        f_test = load_or_extract(model, test, prep, ctx, split_name=task.test_split, **names)
+    finally:
+        model.set_feature_layer("cls")
     timings["features_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -81,8 +92,15 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
     short = fs.short_classes(train.labels, shots, k)
     x, y = np.asarray(f_train.array[subset]), train.labels[subset]
     solve_dtype, predict_dtype = SOLVE_AND_PREDICT[precision]
-    clf = fs.lsr_fit(x, y, k, l2_values, precision=solve_dtype, predict_precision=predict_dtype, device=ctx.device)
-    predictions = fs.classify(clf, f_test.array)
+    if precision == "float32":  # big_vision's own float32 computation, for matching its l2-selection numbers
+        factors = fs.lsr_factorize_big_vision_float32(x, y, k, device=ctx.device)
+        predictions = fs.lsr_predict_big_vision_float32(factors, f_test.array, l2_values)
+        solver = ("primal" if factors.primal else "dual") + " eigh in float32, big_vision's order of operations"
+        prediction = "float32, per l2: W = (lhs * 1 / (eigs + l2)) @ rhs, scores = standardised features @ W"
+    else:
+        clf = fs.lsr_fit(x, y, k, l2_values, precision=solve_dtype, predict_precision=predict_dtype, device=ctx.device)
+        predictions = fs.classify(clf, f_test.array)
+        solver, prediction = clf.solver, clf.prediction
     metric, acc, top1 = _metric_per_l2(task, test, predictions)
     timings["solve_s"] = time.perf_counter() - t0
 
@@ -111,15 +129,17 @@ def run_cell(cell: Cell, ctx: RunContext) -> CellResult:
         "l2_select": mode,
         "l2_grid": l2_values,
         "precision": precision,
-        "solver": clf.solver,
-        "prediction": clf.prediction,
+        "solver": solver,
+        "prediction": prediction,
         "n_train": int(len(subset)),
         "n_train_split": int(len(train)),
         "n_test": int(len(test)),
         "unbalanced": bool(short),
         "short_classes": short[:50],
         "classes_present": int(len(np.unique(y))),
+        "class_coverage": coverage,
         "feature_dim": int(x.shape[1]),
+        "feature_layer": {"requested": p.get("feature_layer", "cls"), "used": layer_used},
         "timings": {k_: round(v, 4) for k_, v in timings.items()},
     })
     provenance = {

@@ -58,6 +58,10 @@ class SourceReader(ABC):
         """A per-image name (file name) when the source has one."""
         return None
 
+    def order_key(self, split: str, row: int) -> str | None:
+        """The name the class-mixing order hashes (vitbench/data/order.py): `key` unless a reader knows better."""
+        return self.key(split, row)
+
     def identity(self) -> dict[str, Any]:
         """What the data depends on: kind, id, version/revision, content identity (hashed into fingerprints)."""
         return {"kind": self.kind, "id": self.spec.id}

@@ -58,6 +58,10 @@ class FileListReader(SourceReader):
     def key(self, split: str, row: int) -> str | None:
         return self.files[split][row][0].name
 
+    def order_key(self, split: str, row: int) -> str | None:
+        path = self.files[split][row][0]
+        return path.relative_to(self.root).as_posix() if path.is_relative_to(self.root) else path.as_posix()
+
     def identity(self) -> dict[str, Any]:
         """Listing + (size, mtime_ns) of every file: a replaced image changes it, even at the same size."""
         h = hashlib.sha256()

@@ -128,9 +128,10 @@ class HFReader(SourceReader):
 
     def _image_paths(self, split: str) -> list[str | None]:
         ds = self.splits[split]
-        try:
-            col = ds.data.column(self.image_key).combine_chunks()
-            return col.field("path").to_pylist() if getattr(ds, "_indices", None) is None else []
+        if getattr(ds, "_indices", None) is not None:
+            return []
+        try:  # chunk by chunk: combining the column would copy every image's bytes into memory
+            return [p for chunk in ds.data.column(self.image_key).chunks for p in chunk.field("path").to_pylist()]
         except Exception:
             return []
 
