@@ -386,6 +386,26 @@ def test_timm_local_dir_and_hub_cache(tmp_path, monkeypatch):
     assert hub.weights_info["weights_sha256"] == backbone.weights_info["weights_sha256"]
 
 
+def test_timm_folder_dropout_is_placed_as_vit_jax(tmp_path):
+    """dropout on a timm folder / hub ViT goes where vit_jax puts it (not timm's head dropout), and is recorded."""
+    import timm
+    from timm.models import save_for_hf
+
+    from vitbench.models import create
+
+    args = {"img_size": 32, "patch_size": 8, "depth": 1}
+    save_for_hf(timm.create_model("vit_tiny_patch16_224", num_classes=0, **args), str(tmp_path / "vit"),
+                safe_serialization=True, model_args=args)
+    trunk = create(f"timm:local-dir:{tmp_path / 'vit'}", dropout=0.1)
+    assert trunk.weights_info["dropout"]["rate"] == 0.1 and "vit_jax" in trunk.weights_info["dropout"]["placement"]
+    vit = trunk.trunk
+    assert vit.pos_drop.p == 0.1 and vit.blocks[0].attn.proj_drop.p == 0.1 and vit.blocks[0].mlp.drop1.p == 0.1
+    assert vit.blocks[0].attn.attn_drop.p == 0.0 and vit.head_drop.p == 0.0
+    save_for_hf(timm.create_model("resnet18", num_classes=0), str(tmp_path / "cnn"), safe_serialization=True)
+    with pytest.raises(VitbenchError, match="dropout"):
+        create(f"timm:local-dir:{tmp_path / 'cnn'}", dropout=0.1)
+
+
 # --------------------------------------------------------------------------------------------- modules
 class TokenNet(nn.Module):
     """A patch embedding + class token, returning [B, 1 + N, D] tokens."""

@@ -87,7 +87,7 @@ def build(name: str, weights: Any, *, img_size: int | None, pos_interp: str, dro
     import timm.data
     from timm.models._hub import load_model_config_from_path
 
-    from vitbench.models.build import _fit
+    from vitbench.models.build import DROPOUT_PLACEMENT, _fit, _no_dropout, vit_dropout_kwargs
 
     kind, value = _kind(weights, name)
     folder, wid, repo, revision = _locate(name)
@@ -99,15 +99,22 @@ def build(name: str, weights: Any, *, img_size: int | None, pos_interp: str, dro
         raise VitbenchError(f"{name}: architecture {arch!r} is not in the installed timm {timm.__version__}; "
                             "upgrade timm")
     kwargs = {**model_args, "pretrained": False, "num_classes": 0, "pretrained_cfg": pretrained_cfg}
-    if drop_rate:
-        kwargs["drop_rate"] = drop_rate
+    if drop_rate:  # vit_jax's placement, as for the registry's timm ViTs; other architectures have no such places
+        kwargs.update(vit_dropout_kwargs(drop_rate))
     if img_size is not None:
         kwargs["img_size"] = int(img_size)
     try:
         trunk = timm.create_model(arch, **kwargs)
-    except TypeError:  # convnets take no img_size
+    except TypeError as exc:  # convnets take no img_size (nor the ViT dropout arguments)
+        if drop_rate and "drop_rate" in str(exc):
+            raise _no_dropout(arch) from None
         kwargs.pop("img_size", None)
-        trunk = timm.create_model(arch, **kwargs)
+        try:
+            trunk = timm.create_model(arch, **kwargs)
+        except TypeError as exc2:
+            if drop_rate and "drop_rate" in str(exc2):
+                raise _no_dropout(arch) from None
+            raise
     path, source = None, f"random init (timm {arch})"
     if kind == "default":
         path = _weights_file(folder, repo, name, wid)
@@ -125,7 +132,9 @@ def build(name: str, weights: Any, *, img_size: int | None, pos_interp: str, dro
     recorded = {k: (list(v) if isinstance(v, tuple) else v) for k, v in pretrained_cfg.items()
                 if k in ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode", "tag", "hf_hub_id")}
     extra = {"timm_arch": arch, "revision": revision, "model_preprocessing": recorded,
-             "pos_embed_interpolation": pos_interp if img_size else None}
+             "pos_embed_interpolation": pos_interp if img_size else None,
+             "dropout": ({"rate": drop_rate, "placement": DROPOUT_PLACEMENT, "timm_kwargs": vit_dropout_kwargs(drop_rate)}
+                         if drop_rate else {"rate": 0.0})}
     return Built(trunk, int(trunk.num_features), data_config, wid, source, "timm", random_init=kind == "random",
                  pretrained_data=None if kind == "random" else (f"see {repo}" if repo else "unknown (local folder)"),
                  extra=extra)
