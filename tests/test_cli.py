@@ -37,15 +37,16 @@ def test_smoke_pipeline_end_to_end_then_resume(workdir, capsys):
     files = record_files(workdir / "res")
     assert len(files) == 3  # fewshot 1- and 5-shot + one fine-tune
     assert "digits" in out and "random-init" in out and "report:" in out
-    assert (workdir / "reports" / "fast_smoke" / "index.html").is_file()
+    assert (workdir / "res" / "report" / "index.html").is_file()  # beside the results
     recs = [json.loads(p.read_text()) for p in files]
     for rec in recs:
         assert rec["schema_version"] == 2 and rec["data_fingerprint"] and rec["random_init"] is True and rec["weights_sha256"]
+        assert rec["status"] == "ok" and rec["host"] and rec["argv"][1:4] == ["run", "--suite", "fast_smoke.toml"]
         assert rec["provenance"]["test"]["n"] == 597 and rec["versions"]["timm"]
         assert 0.0 <= rec["metrics"]["top1"] <= 1.0
     finetuned = next(r for r in recs if r["method"] == "finetune")
     assert finetuned["metrics"]["top1"] > 0.3  # 40 steps already learn well above chance (0.1)
-    html = (workdir / "reports" / "fast_smoke" / "index.html").read_text()
+    html = (workdir / "res" / "report" / "index.html").read_text()
     assert "random-init" in html and "<table" in html
 
     # resume: delete one record; only that cell is recomputed, the others are untouched
@@ -120,6 +121,9 @@ def test_validate_and_ls(workdir, capsys):
     code, out, err = run_cli(capsys, "ls", "tasks", "--suite", "smoke")
     assert code == 0, err
     assert "all[:1200]" in out
+    code, out, err = run_cli(capsys, "ls", "tasks", "--suite", "fewshot")
+    assert code == 0, err
+    assert "imagenet (optional)" in out and "cars (optional)" not in out
     code, out, err = run_cli(capsys, "ls", "models")
     assert code == 0, err
     assert "vit_b16" in out

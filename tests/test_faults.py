@@ -244,9 +244,13 @@ def test_infinite_lr_is_refused(ws, capsys):
 def test_diverged_training_fails_the_cell_and_keeps_earlier_records(ws, capsys):
     assert cli(capsys, "run", "--method", "fewshot", "--suite", "faults.toml", "--out", "res", "--no-report")[0] == 0
     kept = sorted((ws / "res").rglob("*.json"))
-    code, _, err = cli(capsys, "finetune", "--suite", "faults.toml", "--out", "res", "--lr", "1e38", "--no-report")
+    code, out, err = cli(capsys, "finetune", "--suite", "faults.toml", "--out", "res", "--lr", "1e38", "--no-report")
+    assert code == 1 and "diverged" in out  # the run goes on; the end lists the failed cell with its reason
+    failed = [json.loads(p.read_text()) for p in sorted((ws / "res").rglob("*.json")) if p not in kept]
+    assert [r["status"] for r in failed] == ["failed"] and failed[0]["metrics"] == {}  # no number claimed
+    assert "diverged" in failed[0]["error"]["message"] and failed[0]["error"]["type"] == "CellFailed"
+    code, _, err = cli(capsys, "finetune", "--suite", "faults.toml", "--out", "res", "--lr", "1e38", "--no-report", "--fail-fast")
     assert code == 2 and one_line(err) and "diverged" in err
-    assert sorted((ws / "res").rglob("*.json")) == kept  # no record claims a number for the diverged cell
 
 
 def test_check_finite_loss():
@@ -398,9 +402,10 @@ def test_corrupt_prepared_shard_stops_the_run_with_one_line(ws, capsys):
     raw[len(raw) // 2] ^= 0xFF
     shard.write_bytes(bytes(raw))
     fsutil.forget_verified()
-    code, _, err = cli(capsys, "run", "--method", "fewshot", "--suite", "faults.toml", "--out", "res", "--data-root", "prep", "--no-report")
+    code, _, err = cli(capsys, "run", "--method", "fewshot", "--suite", "faults.toml", "--out", "res", "--data-root", "prep",
+                       "--no-report", "--fail-fast")
     assert code == 2 and one_line(err) and "vitbench data verify" in err and "colors/test/shard-00000.parquet" in err
-    assert not (ws / "res").exists() or not list((ws / "res").rglob("*.json"))
+    assert all(json.loads(p.read_text())["status"] == "failed" for p in (ws / "res").rglob("*.json"))  # no number
 
 
 def test_read_only_cache(ws, capsys):
@@ -411,9 +416,9 @@ def test_read_only_cache(ws, capsys):
             (ro / "features" / p.name).write_bytes(p.read_bytes())
         subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
         code, _, err = cli(capsys, "run", "--method", "fewshot", "--suite", "faults.toml", "--out", "res2", "--img-size", "48",
-                           "--cache-dir", ro, "--no-report")
+                           "--cache-dir", ro, "--no-report", "--fail-fast")
         assert code == 2 and one_line(err) and "cannot write the feature cache" in err and str(ro) in err
-        code, _, err = cli(capsys, "finetune", "--suite", "faults.toml", "--out", "res2", "--cache-dir", ro, "--no-report")
+        code, _, err = cli(capsys, "finetune", "--suite", "faults.toml", "--out", "res2", "--cache-dir", ro, "--no-report", "--fail-fast")
         assert code == 2 and one_line(err) and "cannot write the decoded-image cache" in err and str(ro) in err
         code, _, err = cli(capsys, "cache", "clear", "--cache-dir", ro, "-y")
         assert code == 2 and one_line(err) and "read-only" in err
@@ -428,7 +433,7 @@ def test_read_only_cache(ws, capsys):
         fsutil.forget_verified()
         with pytest.warns(UserWarning, match="feature cache"):
             code, _, err = cli(capsys, "run", "--method", "fewshot", "--suite", "faults.toml", "--out", "res3",
-                               "--cache-dir", ro, "--no-report")
+                               "--cache-dir", ro, "--no-report", "--fail-fast")
         assert code == 2 and one_line(err) and "cannot be removed" in err
 
 
@@ -464,9 +469,10 @@ def test_markup_in_names_is_flattened_inside_the_chosen_folders(ws, capsys):
     code, _, err = cli(capsys, "run", "--method", "fewshot", "--suite", ws / "box" / "s.toml", "--out", ws / "box" / "out")
     assert code == 0, err
     new = {p for p in ws.rglob("*") if "box" not in p.parts and "cache" not in p.parts} - outside
-    assert {p.relative_to(ws).parts[0] for p in new} <= {"reports"}
-    assert (ws / "reports" / "a__i_b" / "index.html").is_file()
-    assert [p.relative_to(ws / "box" / "out").parts[:3] for p in (ws / "box" / "out").rglob("*.json")] == [("a__i_b", "c_d", "fewshot")]
+    assert not new  # the report goes beside the results
+    assert (ws / "box" / "out" / "report" / "index.html").is_file()
+    assert [p.relative_to(ws / "box" / "out").parts[:3] for p in (ws / "box" / "out").rglob("*.json")
+            if "report" not in p.parts] == [("a__i_b", "c_d", "fewshot")]
 
 
 def test_sweep_only_touches_dead_processes_of_this_host(tmp_path):

@@ -10,8 +10,11 @@ from vitbench.threads import quiet_openmp_env
 
 quiet_openmp_env()  # before anything imports torch: OpenMP reads its wait policy once, at load
 
+import json
+import os
 import signal
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -20,7 +23,11 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from vitbench.commands.console import err, out, print_frame, print_plan, print_summary, run_with_progress
+from vitbench.commands.console import err, out, print_frame, print_plan, print_summary
+from vitbench.commands.study import (
+    AccountOpt, ExecutorOpt, FailFastOpt, GpusOpt, JobsOpt, PartitionOpt, ProgressEveryOpt, ReportDirOpt, StudyOptions,
+    TimeOpt, WaitOpt, WorkersOpt, run_study, settings_for,
+)
 from vitbench.errors import VitbenchError
 
 app = typer.Typer(
@@ -33,7 +40,6 @@ app = typer.Typer(
 )
 
 DEFAULT_OUT = Path("results")
-DEFAULT_REPORTS = Path("reports")
 
 # Options shared by run / fewshot / finetune.
 SuiteOpt = Annotated[Optional[str], typer.Option("--suite", "-s", help="Suite name (see `vitbench ls suites`) or path to a .toml suite file.")]
@@ -105,9 +111,9 @@ def _execute(
     skip_corrupt: bool = False,
     verbose: bool = False,
     threads: int | None = None,
+    study: StudyOptions | None = None,
 ) -> None:
-    from vitbench import fsutil, planner, results
-    from vitbench.cells import RunContext
+    from vitbench import executors, fsutil, planner, results
     from vitbench.suites import load_suite
     from vitbench.threads import check_threads
 
@@ -118,6 +124,10 @@ def _execute(
         suite, suite.run_models(_csv(model)), methods, weights=suite.run_weights(weights), tasks=_csv(tasks),
         overrides=planner.route_overrides(methods, options), pos_interp=suite.run_pos_interp(pos_interp),
     )
+    auto_shard = None if shard else executors.env_shard()  # inside a SLURM array or under torchrun
+    if auto_shard:
+        out.print(f"shard {auto_shard[0][0]}/{auto_shard[0][1]} (from {auto_shard[1]})")
+    run_start = time.time()  # records written from here on by other workers count as settled for this run
     # --dry-run opens no data: a recorded cell counts as done; a real run also checks the record's data identity
     check = None
     if not dry_run:
@@ -125,7 +135,8 @@ def _execute(
 
         fingerprint.forget()  # look at the data as it is now
         check = lambda c: _current_data(fingerprint, c, data_root, cache_dir)  # noqa: E731
-    the_plan = planner.plan(cells, out_dir, force=force, shard=planner.parse_shard(shard), data_fingerprint=check)
+    the_plan = planner.plan(cells, out_dir, force=force, shard=planner.parse_shard(shard) or (auto_shard and auto_shard[0]),
+                            data_fingerprint=check)
     out.print(
         f"[bold]{suite.name}[/]: {len(the_plan.cells)} cells "
         f"({len(the_plan.todo)} to run, {len(the_plan.done)} already done) -> {out_dir}"
@@ -144,26 +155,25 @@ def _execute(
     fsutil.sweep_stale_temps(default_cache_dir(cache_dir) / "features", default_cache_dir(cache_dir) / "images", recursive=False)
     if the_plan.todo:
         results.ensure_writable(out_dir)
-    ctx = RunContext(data_root=data_root, cache_dir=cache_dir, device=_device(device), skip_corrupt=skip_corrupt,
-                     num_threads=threads)
-    written = run_with_progress(the_plan.todo, out_dir, ctx)
-    keys = {c.key for c in the_plan.cells}
-    records = [r for r in results.load_records(out_dir) if r["key"] in keys]
-    from vitbench.report import analyse
+    study = study or StudyOptions()
+    study.extra["report"] = report
+    device_name = _device(device or (executors.env_device() if auto_shard else None))
+    settings = settings_for(out_dir, data_root, cache_dir, device_name, skip_corrupt, run_start, study, threads=threads)
+    if auto_shard:
+        study.workers = 1  # the launcher already made one process per GPU
+    code = run_study(the_plan, suite.name, out_dir, settings, study)
+    if code:
+        raise typer.Exit(code)
 
-    analysis = analyse(records)
-    print_summary(records, suite.name, analysis)
-    out.print(f"records: {len(written)} written, {len(the_plan.done)} reused under {out_dir}/{suite.name}/")
-    for _, _, path in written[:10]:
-        out.print(f"  {path}")
-    if len(written) > 10:
-        out.print(f"  ... and {len(written) - 10} more")
-    if report and records:
-        from vitbench.report import build_report
 
-        paths = build_report(records, DEFAULT_REPORTS / fsutil.safe_name(suite.name, "suite name"), title=f"vitbench: {suite.name}", analysis=analysis)
-        out.print(f"report: {paths['html']}  (CSV: {paths['csv']}; this run's {len(records)} cells; "
-                  f"`vitbench report {out_dir}` covers the whole folder)")
+def _study(executor, workers, fail_fast, report_dir, progress_every, partition, time_min, gpus_per_node, account, jobs, wait) -> StudyOptions:
+    if workers is not None and workers < 1:
+        raise VitbenchError(f"--workers must be >= 1, got {workers}")
+    if progress_every is not None and not progress_every > 0:
+        raise VitbenchError(f"--progress-every must be > 0 seconds, got {progress_every}")
+    return StudyOptions(executor=executor, workers=workers, fail_fast=fail_fast, report_dir=report_dir,
+                        progress_every=progress_every, partition=partition, time_min=_pos_int(time_min, "time"),
+                        gpus_per_node=gpus_per_node, account=account, jobs=_pos_int(jobs, "jobs"), wait=wait)
 
 
 _UNCHECKED: set[str] = set()
@@ -214,12 +224,24 @@ def run(
     pos_interp: PosInterpOpt = None,
     verbose: VerboseOpt = False,
     threads: ThreadsOpt = None,
+    executor: ExecutorOpt = "local",
+    workers: WorkersOpt = None,
+    fail_fast: FailFastOpt = False,
+    report_dir: ReportDirOpt = None,
+    progress_every: ProgressEveryOpt = None,
+    partition: PartitionOpt = None,
+    time_min: TimeOpt = 24 * 60,
+    gpus_per_node: GpusOpt = 1,
+    account: AccountOpt = None,
+    jobs: JobsOpt = None,
+    wait: WaitOpt = False,
 ) -> None:
     """Run a suite: every task x model x method x params x seed; finished cells are skipped (resume)."""
     options = {"shots": _int_list(shots, "shots", 1), "seeds": _int_list(seeds, "seeds", 0), "img_size": img_size,
                "steps": _pos_int(steps, "steps"), "lr": _positive(lr, "lr")}
     _execute(_suite_or_fail(suite), model, weights, method, tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir,
-             options, report, pos_interp, skip_corrupt, verbose=verbose, threads=threads)
+             options, report, pos_interp, skip_corrupt, verbose=verbose, threads=threads,
+             study=_study(executor, workers, fail_fast, report_dir, progress_every, partition, time_min, gpus_per_node, account, jobs, wait))
 
 
 def _pos_int(value: int | None, name: str) -> int | None:
@@ -260,12 +282,24 @@ def fewshot(
     report: ReportOpt = True,
     verbose: VerboseOpt = False,
     threads: ThreadsOpt = None,
+    executor: ExecutorOpt = "local",
+    workers: WorkersOpt = None,
+    fail_fast: FailFastOpt = False,
+    report_dir: ReportDirOpt = None,
+    progress_every: ProgressEveryOpt = None,
+    partition: PartitionOpt = None,
+    time_min: TimeOpt = 24 * 60,
+    gpus_per_node: GpusOpt = 1,
+    account: AccountOpt = None,
+    jobs: JobsOpt = None,
+    wait: WaitOpt = False,
 ) -> None:
     """Few-shot linear evaluation: closed-form ridge on frozen pre-logits to {-1,1}^K targets (big_vision)."""
     options = {"shots": _int_list(shots, "shots", 1), "seeds": _int_list(seeds, "seeds", 0), "l2": _positive(l2, "l2"),
                "l2_select": l2_select, "precision": precision, "img_size": img_size}
     _execute(suite, model, weights, "fewshot", tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, options,
-             report, pos_interp, skip_corrupt, verbose=verbose, threads=threads)
+             report, pos_interp, skip_corrupt, verbose=verbose, threads=threads,
+             study=_study(executor, workers, fail_fast, report_dir, progress_every, partition, time_min, gpus_per_node, account, jobs, wait))
 
 
 @app.command()
@@ -293,6 +327,17 @@ def finetune(
     report: ReportOpt = True,
     verbose: VerboseOpt = False,
     threads: ThreadsOpt = None,
+    executor: ExecutorOpt = "local",
+    workers: WorkersOpt = None,
+    fail_fast: FailFastOpt = False,
+    report_dir: ReportDirOpt = None,
+    progress_every: ProgressEveryOpt = None,
+    partition: PartitionOpt = None,
+    time_min: TimeOpt = 24 * 60,
+    gpus_per_node: GpusOpt = 1,
+    account: AccountOpt = None,
+    jobs: JobsOpt = None,
+    wait: WaitOpt = False,
 ) -> None:
     """Full fine-tuning with a new zero-initialised head (paper recipe: SGD 0.9, cosine, clip 1)."""
     options = {
@@ -301,13 +346,14 @@ def finetune(
         "seeds": _int_list(seeds, "seeds", 0), "img_size": img_size,
     }
     _execute(suite, model, weights, "finetune", tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, options,
-             report, pos_interp, skip_corrupt, verbose=verbose, threads=threads)
+             report, pos_interp, skip_corrupt, verbose=verbose, threads=threads,
+             study=_study(executor, workers, fail_fast, report_dir, progress_every, partition, time_min, gpus_per_node, account, jobs, wait))
 
 
 @app.command()
 def report(
-    results_dir: Annotated[Path, typer.Argument(help="Folder of result records.")] = DEFAULT_OUT,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Report folder (default reports/<name of results folder>).")] = None,
+    results_dirs: Annotated[Optional[list[Path]], typer.Argument(help="Results folder(s); several (e.g. shards from several machines) are merged, each record counted once.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Report folder (default <results folder>/report; for several folders, reports/merged). Rebuilt: its old files are removed.")] = None,
     title: Annotated[Optional[str], typer.Option("--title", help="Report title.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary (tables as numbers, file paths) instead of tables.")] = False,
 ) -> None:
@@ -315,15 +361,19 @@ def report(
     import json
 
     from vitbench import results
-    from vitbench.report import analyse, build_report
+    from vitbench.commands.study import write_report
+    from vitbench.report import analyse
 
-    records = results.load_records(results_dir)
-    if not records:
-        raise VitbenchError(f"no result records in {str(results_dir)!r}; run `vitbench run --suite smoke` first or pass the folder holding *.json records")
-    target = output or DEFAULT_REPORTS / _folder_name(results_dir.resolve().name or "report")
-    suites = ", ".join(sorted({str(r.get("suite")) for r in records}))
+    dirs = list(results_dirs or [DEFAULT_OUT])
+    records = results.load_many(dirs)  # shards of several machines: each (suite, key) once
+    ok = results.ok_records(records)
+    if not ok:
+        where = ", ".join(repr(str(d)) for d in dirs)
+        raise VitbenchError(f"no result records in {where}; run `vitbench run --suite smoke` first or pass the folder holding *.json records")
+    target = output or (dirs[0] / "report" if len(dirs) == 1 else Path("reports") / "merged")
+    suites = ", ".join(sorted({str(r.get("suite")) for r in ok}))
     a = analyse(records)
-    paths = build_report(records, target, title=title or f"vitbench report: {suites} ({results_dir})", analysis=a)
+    paths = write_report(records, target, title=title or f"vitbench report: {suites} ({', '.join(map(str, dirs))})", analysis=a)
     if as_json:
         payload = {
             "records": len(a.records), "failed": len(a.failed), "warnings": a.warnings,
@@ -333,7 +383,8 @@ def report(
         sys.stdout.write(json.dumps(payload, indent=1, default=str) + "\n")
         return
     print_summary(records, "report", a)
-    out.print(f"report: {paths['html']}  (also {paths['md'].name}, CSV: {paths['csv']})")
+    out.print(f"report: {paths['html']}  (also {paths['md'].name}, CSV: {paths['csv']}; {len(a.records)} results from "
+              f"{len(dirs)} folder(s)" + (f"; {len(a.failed)} failed cell(s) listed apart" if a.failed else "") + ")")
 
 
 def _json_rows(frame) -> list[dict[str, Any]]:
@@ -383,13 +434,6 @@ def compare(
         raise typer.Exit(1)
 
 
-def _folder_name(name: str) -> str:
-    from vitbench.fsutil import safe_name
-
-    try:
-        return safe_name(name)
-    except VitbenchError:
-        return "report"
 
 
 @app.command("ls")
@@ -421,7 +465,7 @@ def ls(
             s = load_suite(name)
             for t in s.tasks:
                 sources = ", ".join(f"{src.kind}:{src.id}" if src.id else src.kind for src in t.sources)
-                table.add_row(s.name, t.name, t.group, str(t.num_classes), t.splits[t.train_split], t.splits[t.test_split], t.metric, sources)
+                table.add_row(s.name, t.name + (" (optional)" if t.optional else ""), t.group, str(t.num_classes), t.splits[t.train_split], t.splits[t.test_split], t.metric, sources)
         out.print(table)
     elif what == "models":
         from vitbench.models.registry import models_table
@@ -518,6 +562,8 @@ def main(argv: list[str] | None = None) -> int:
     # A process started in the background by a non-interactive shell inherits SIGINT as ignored; restore
     # Python's handler so `kill -INT` (and Ctrl-C) stop a run cleanly with exit code 130.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    if argv is not None:  # called from Python: records carry this command line, not the caller's sys.argv
+        os.environ["VITBENCH_ARGV"] = json.dumps(["vitbench", *map(str, argv)])
     # SIGTERM (SLURM, docker, Kubernetes) unwinds like Ctrl-C: temp files are removed on the way out, exit 143.
     previous_term = signal.signal(signal.SIGTERM, _raise_terminated)
     warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"

@@ -17,8 +17,13 @@ class VitbenchError(Exception):
     exit_code = 2
 
 
+class DataMissing(VitbenchError):
+    """A task's data is not present (no prepared copy, no reachable source). A task a suite marks
+    `optional = true` is skipped with a note on this error instead of failing (see `vitbench/worker.py`)."""
+
+
 class CellFailed(VitbenchError):
-    """A cell ran but produced no trustworthy number (e.g. training diverged); nothing is recorded for it."""
+    """A cell ran but produced no trustworthy number (e.g. training diverged); its failure record says why."""
 
 
 def closest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:

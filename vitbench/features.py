@@ -29,6 +29,8 @@ from vitbench.cells import RunContext
 from vitbench.hashing import json_sha256
 from vitbench.errors import VitbenchError
 
+IN_PROGRESS = "sidecar missing"  # why-prefix of an entry whose sidecar is not (yet) there
+
 FEATURE_CACHE_VERSION = 1
 # Instrumentation for tests and benchmarks: batches / images that went through a backbone in this process.
 COUNTERS: dict[str, int] = {"forward_batches": 0, "forward_images": 0, "extractions": 0, "cache_hits": 0, "rebuilt": 0}
@@ -181,7 +183,8 @@ def load_or_extract(
     if why:
         warnings.warn(f"feature cache {npy} is invalid ({why}); rebuilding it", stacklevel=2)
         COUNTERS["rebuilt"] += 1
-        try:
+    if why and not why.startswith(IN_PROGRESS):  # an array without its sidecar may be another process's entry
+        try:                                     # in its last step: replaced atomically below, never removed
             _remove(npy, _meta_path(npy))
         except OSError as exc:
             raise VitbenchError(
@@ -201,12 +204,11 @@ def load_or_extract(
         _run_backbone(model, split, prep, ctx, writer, f"features {label}".strip())
         digest = writer.commit()
     COUNTERS["extractions"] += 1
-    stat = npy.stat()
     meta = {
         "version": FEATURE_CACHE_VERSION, "key": key.digest, "weights_sha256": key.weights_sha256,
         "preprocessing": key.preprocessing, "split_fingerprint": key.split_fingerprint, "split": key.split,
         "model": key.model, "task": key.task, "shape": list(shape), "dtype": "float32", "feature_layer": key.feature_layer,
-        "bytes": stat.st_size, "sha256": digest, "weights_id": (model.weights_info or {}).get("weights_id"),
+        "bytes": writer.nbytes, "sha256": digest, "weights_id": (model.weights_info or {}).get("weights_id"),
     }
     fsutil.atomic_write_json(_meta_path(npy), meta, indent=1, what="the feature cache sidecar")  # last: marks complete
     return Features(np.load(npy, mmap_mode="r"), npy, key, hit=False, rebuilt_reason=why)

@@ -90,5 +90,5 @@ def check_finite_loss(loss: float, step: int, lr: float) -> None:
     if not math.isfinite(loss):
         raise CellFailed(
             f"fine-tuning diverged: training loss is {loss} at step {step} (learning rate {lr:g}); "
-            "no record was written for this cell. Lower --lr (or the suite's finetune.lr)"
+            "no number is recorded for this cell (its failure record says why). Lower --lr (or the suite's finetune.lr)"
         )

@@ -203,8 +203,9 @@ class NpyWriter:
             raise disk_full(self.path.parent, self.nbytes, what) if is_disk_full(exc) else exc from None
         check_space(self.path.parent, self.nbytes, what)
         self.tmp = temp_path(self.path)
-        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
+        fd = None
+        try:  # the open is inside: a signal (SIGTERM -> Terminated) right after it must not leave the temp file
+            fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             fallocate = getattr(os, "posix_fallocate", None)  # absent on macOS: the writes then find a full disk
             try:
                 if fallocate is not None:
@@ -214,7 +215,8 @@ class NpyWriter:
                     raise
             self._f = os.fdopen(fd, "wb", buffering=1 << 20)
         except BaseException as exc:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
             self._fail(exc)
         self._write(head)
 

@@ -4,7 +4,9 @@ Layout: `<out>/<suite>/<task>/<method>/<cell key>.json` (each name checked by `f
 valid only if it parses and carries `schema_version`, `key` and `metrics`; a half-written temp file
 (`*.json.tmp-*`) is never read as a record, and a record of a schema this version does not know is skipped with
 a warning (and never overwritten). Resume = a valid record with the cell's key whose `data_fingerprint` equals
-the current data's (`vitbench.data.fingerprint`). Exercised by `vitbench run` (write, resume) and
+the current data's (`vitbench.data.fingerprint`) and that is not a failure record: a cell that raised leaves
+`{"status": "failed", "error": {...}}` (`make_failure_record`), which tables skip and resume reruns.
+Exercised by `vitbench run` (write, resume) and
 `vitbench report` (load). The schema is documented in README.md ("Result records").
 """
 
@@ -16,6 +18,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +39,16 @@ from vitbench.threads import thread_settings
 SCHEMA_VERSION = 2
 KNOWN_SCHEMAS = (1, 2)  # 1 is read by reports, but never counts as done (it has no data identity)
 REQUIRED_FIELDS = ("schema_version", "key", "metrics", "cell")
+STATUS_OK, STATUS_FAILED = "ok", "failed"  # records without `status` (older ones) are ok
+
+
+def is_failed(rec: dict[str, Any] | None) -> bool:
+    return isinstance(rec, dict) and rec.get("status") == STATUS_FAILED
+
+
+def ok_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records that are results (failure records dropped)."""
+    return [r for r in records if not is_failed(r)]
 
 
 class UnknownSchema(VitbenchError):
@@ -90,7 +103,7 @@ def is_done(out_dir: Path, cell: Cell, data_fingerprint: str | None = None) -> b
     """A valid record with the cell's key exists (and, when `data_fingerprint` is given, was measured on that
     data). A record of an unknown schema raises `UnknownSchema` rather than being recomputed over."""
     rec = read_record(record_path(out_dir, cell))
-    if rec is None or rec.get("key") != cell.key:
+    if rec is None or rec.get("key") != cell.key or is_failed(rec):
         return False
     return data_fingerprint is None or rec.get("data_fingerprint") == data_fingerprint
 
@@ -176,6 +189,8 @@ def _valid_record_file(path: str, key: str) -> tuple[bool, str | None]:
         return False, None
     if rec["schema_version"] not in KNOWN_SCHEMAS:
         read_record(Path(path))  # raises UnknownSchema: never recomputed over, never counted as ours
+    if rec.get("status") == STATUS_FAILED:  # a failure record is never done: resume reruns the cell
+        return False, None
     return True, rec.get("data_fingerprint")
 
 
@@ -240,10 +255,61 @@ def make_record(cell: Cell, result: CellResult, wall_time_s: float, device: str,
         "versions": env["versions"],
         "git_commit": env["git_commit"],
         "hardware": {**env["hardware"], "device": device, "threads": thread_settings()},
-        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]) if sys.argv and sys.argv[0] else None,
         "wall_time_s": round(wall_time_s, 3),
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "status": STATUS_OK,
+        **origin(),
     }
+
+
+def origin() -> dict[str, Any]:
+    """The command line that produced a record and the host that ran it (`vitbench.cli.main(argv)` called
+    from Python sets VITBENCH_ARGV, which worker processes inherit)."""
+    try:
+        argv = json.loads(os.environ["VITBENCH_ARGV"])
+    except (KeyError, ValueError):
+        argv = list(sys.argv)
+    return {
+        "command": " ".join([Path(argv[0]).name] + argv[1:]) if argv and argv[0] else None,
+        "argv": argv,
+        "host": socket.gethostname(),
+    }
+
+
+def make_failure_record(cell: Cell, exc: BaseException, device: str, *, wall_time_s: float = 0.0,
+                        traceback_text: str = "") -> dict[str, Any]:
+    """The record of a cell that raised: what went wrong, where, when. Never a result (`metrics` is empty)."""
+    when = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    where = {"cell": cell.label, "host": socket.gethostname(), "pid": os.getpid(), "device": device}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "key": cell.key,
+        "status": STATUS_FAILED,
+        "error": {"message": error_line(exc), "type": type(exc).__name__, "where": where, "when": when,
+                  "traceback": traceback_text[-4000:]},
+        "suite": cell.suite,
+        "task": cell.task.name,
+        "group": cell.task.group,
+        "model": cell.model,
+        "method": cell.method,
+        "params": cell.params,
+        "seed": cell.seed,
+        "metrics": {},
+        "cell": cell.key_payload(),
+        "versions": environment()["versions"],
+        "git_commit": environment()["git_commit"],
+        "wall_time_s": round(wall_time_s, 3),
+        "timestamp": when,
+        **origin(),
+    }
+
+
+def error_line(exc: BaseException) -> str:
+    """One line naming the error: a VitbenchError's own line, else `Type: first line of the message`."""
+    text = " ".join(str(exc).split()) if isinstance(exc, VitbenchError) else (str(exc).strip().splitlines() or [""])[0]
+    if isinstance(exc, VitbenchError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def write_record(out_dir: Path, cell: Cell, record: dict[str, Any]) -> Path:
@@ -259,7 +325,8 @@ def iter_record_files(results_dir: Path):
 
 
 def load_records(results_dir: Path) -> list[dict[str, Any]]:
-    """All valid records under `results_dir` (invalid or partial files are skipped)."""
+    """All valid records under `results_dir` (invalid or partial files are skipped), failure records included
+    (`ok_records` drops them)."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise VitbenchError(f"results folder {str(results_dir)!r} does not exist; run `vitbench run` first or pass the folder that holds the records")
@@ -284,12 +351,26 @@ def load_records(results_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
+def load_many(results_dirs: list[Path]) -> list[dict[str, Any]]:
+    """Records of several results folders (shards from several machines), each (suite, key) once: a result
+    wins over a failure record, then the newest copy."""
+    best: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for d in results_dirs:
+        for rec in load_records(d):
+            ident = (rec.get("suite"), rec.get("key"))
+            old = best.get(ident)
+            rank = (not is_failed(rec), str(rec.get("timestamp") or ""))
+            if old is None or rank > (not is_failed(old), str(old.get("timestamp") or "")):
+                best[ident] = rec
+    return list(best.values())
+
+
 def records_frame(records: list[dict[str, Any]]):
     """A tidy pandas DataFrame, one row per record, with the metrics flattened into columns."""
     import pandas as pd
 
     rows = []
-    for rec in records:
+    for rec in ok_records(records):
         row = {k: rec.get(k) for k in ("suite", "task", "group", "model", "weights_id", "random_init", "method", "seed", "key", "wall_time_s", "timestamp")}
         for k, v in (rec.get("params") or {}).items():  # scalar parameters as columns (shots, lr, k, ...)
             if k not in row and (v is None or isinstance(v, (str, int, float, bool))):

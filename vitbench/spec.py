@@ -52,6 +52,9 @@ class TaskSpec:
     options: dict[str, Any] = field(default_factory=dict, hash=False)
     # per-task method parameters, over the suite's: method name -> table (e.g. {"finetune": {"lr": 0.03}})
     method_tables: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
+    # run only when its data is present (absent data: its cells are skipped with a note, not failed); not in
+    # the key, since it changes no number
+    optional: bool = False
 
     def method_table(self, method: str) -> dict[str, Any]:
         return self.method_tables.get(method, {})
@@ -67,7 +70,7 @@ class TaskSpec:
 
     @cached_property
     def _key_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k not in DOC_FIELDS}
+        out = {k: v for k, v in asdict(self).items() if k not in DOC_FIELDS and k != "optional"}
         out["sources"] = [
             {**s, "options": {k: v for k, v in s["options"].items() if k not in DOC_SOURCE_OPTIONS}}
             for s in out["sources"]

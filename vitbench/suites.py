@@ -134,7 +134,7 @@ def _parse_source(raw: Any, where: str) -> SourceSpec:
 
 TASK_FIELDS = {
     "name", "num_classes", "source", "sources", "splits", "group", "metric", "label_transform",
-    "train_split", "test_split", "val_split", "description", "options",
+    "train_split", "test_split", "val_split", "description", "options", "optional",
 }  # plus one optional table per registered method
 
 
@@ -199,6 +199,7 @@ def _parse_task(raw: Any, where_file: str, index: int) -> TaskSpec:
         description=_typed(raw, "description", str, where, default=""),
         options=dict(_typed(raw, "options", dict, where, default={})),
         method_tables={m: dict(raw[m]) for m in methods if _typed(raw, m, dict, where) is not None},
+        optional=_typed(raw, "optional", bool, where, default=False),
     )
 
 

@@ -1,20 +1,18 @@
 """Terminal output of the CLI: rich tables, the run's progress bars, the end-of-run summary.
 
-Used by `vitbench/cli.py` (every command that prints a table) and `vitbench/commands/*.py`. Progress goes to
-stderr so stdout stays a clean table; bars show when stderr is a terminal (or `VITBENCH_PROGRESS=1`).
+Used by `vitbench/cli.py` (every command that prints a table) and `vitbench/commands/*.py`. The run's progress
+(`vitbench/commands/study.py`) goes to stderr so stdout stays a clean table.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from vitbench import env
 
 # Wide enough not to elide table columns when output goes to a file or pipe (rich assumes 80 columns there).
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -42,40 +40,6 @@ def print_summary(records: list[dict[str, Any]], name: str, analysis=None) -> No
             print_frame(table, title=f"{name}: {METHODS[method].table_title or method}")
     summary = a.summary.drop(columns=["mean", "std"]) if not a.summary.empty else a.summary
     print_frame(summary, title=f"{name}: results (mean ± std over seeds)")
-
-
-def run_with_progress(todo, out_dir: Path, ctx) -> list:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from vitbench import planner
-
-    if not todo:
-        return []
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err, transient=False, disable=not err.is_terminal and not env.progress_forced()) as bar:
-        overall = bar.add_task("cells", total=len(todo))
-        inner: dict[str, Any] = {}
-
-        def progress(description: str, done: int, total: int) -> None:
-            if description not in inner:
-                for tid in inner.values():
-                    bar.remove_task(tid)
-                inner.clear()
-                inner[description] = bar.add_task(f"  {description}", total=total)
-            bar.update(inner[description], completed=done, total=total)
-
-        ctx.progress = progress
-
-        def on_start(cell, i, n):
-            bar.update(overall, description=f"cell {i + 1}/{n}: {cell.label}")
-
-        def on_done(cell, record, path):
-            bar.advance(overall)
-            metric = cell.task.metric
-            value = record["metrics"].get(metric, record["metrics"].get("top1"))
-            bar.console.print(f"[green]done[/] {cell.label}: {metric}={value:.4f} ({record['wall_time_s']:.1f}s)")
-
-        return planner.execute(todo, out_dir, ctx, on_start=on_start, on_done=on_done)
 
 
 def print_plan(the_plan, verbose: bool = False) -> None:

@@ -26,6 +26,8 @@ from vitbench.data.base import stable_hash
 from vitbench.data.resize import resize_image
 from vitbench.errors import VitbenchError
 
+IN_PROGRESS = "sidecar missing"  # why-prefix of an entry whose sidecar is not (yet) there
+
 CHUNK = 256
 IMAGE_CACHE_VERSION = 2  # 2: sidecar with sha256 (version-1 entries, unverifiable, are rebuilt)
 
@@ -88,8 +90,13 @@ def cached_resized_images(split, prep, cache_dir: Path | str | None = None, prog
     arr, why = load_verified(path, shape)
     if arr is not None:
         return arr
-    if why:
-        _discard(path, why)
+    if why and not why.startswith(IN_PROGRESS):  # no sidecar yet: maybe another process's entry in its last
+        _discard(path, why)                      # step; replaced atomically below, never removed
+    elif why:
+        warnings.warn(f"decoded-image cache {path} is invalid ({why}); rebuilding it", stacklevel=2)
+    bounds = [(lo, min(n, lo + CHUNK)) for lo in range(0, n, CHUNK)]
+    desc = f"decoding {split.provenance.get('task', '')}/{split.provenance.get('split', '')} at {s}px"
+    done = 0  # computed before the writer exists: nothing runs between its creation and `with writer`
     try:
         writer = fsutil.NpyWriter(path, np.uint8, shape, what="the decoded-image cache")
     except OSError as exc:  # read-only or unwritable cache folder (a full disk is DiskFull, a VitbenchError)
@@ -98,9 +105,6 @@ def cached_resized_images(split, prep, cache_dir: Path | str | None = None, prog
             f"{split.provenance.get('split', '')} at {s}px in {path.parent} ({exc.strerror}); "
             "pass --cache-dir (or set VITBENCH_CACHE_DIR) to a writable folder"
         ) from None
-    bounds = [(lo, min(n, lo + CHUNK)) for lo in range(0, n, CHUNK)]
-    desc = f"decoding {split.provenance.get('task', '')}/{split.provenance.get('split', '')} at {s}px"
-    done = 0
     with writer:
         pool = ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1))
         try:
@@ -114,7 +118,7 @@ def cached_resized_images(split, prep, cache_dir: Path | str | None = None, prog
         digest = writer.commit()
     fsutil.atomic_write_json(path.with_suffix(".json"), {  # written last: its presence means "complete"
         "version": IMAGE_CACHE_VERSION, "key": path.stem, "fingerprint": split.fingerprint, "n": n,
-        "shape": list(shape), "bytes": path.stat().st_size, "sha256": digest, "preprocessing": prep.cache_key(),
+        "shape": list(shape), "bytes": writer.nbytes, "sha256": digest, "preprocessing": prep.cache_key(),
         "task": split.provenance.get("task"), "split": split.provenance.get("split"),
     }, indent=1, what="the decoded-image cache sidecar")
     return np.load(path, mmap_mode="r")

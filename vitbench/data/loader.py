@@ -33,7 +33,7 @@ from vitbench.data.labels import apply_label_transform
 from vitbench.data.order import HASH_RULE, hashed_permutation, order_for, order_provenance
 from vitbench.data.sources import SourceReader, SourceUnavailable, open_source
 from vitbench.data.splits import SplitExpr, SliceTerm, parse_split, resolve_split
-from vitbench.errors import VitbenchError, unknown_name
+from vitbench.errors import DataMissing, VitbenchError, unknown_name
 from vitbench.spec import SourceSpec, TaskSpec
 
 FORMAT_VERSION = 1
@@ -242,7 +242,7 @@ def load_split(
             continue
         break
     if result is None:
-        raise VitbenchError(
+        raise DataMissing(
             f"task {task.name!r} split {split!r}: no data found — tried " + "; ".join(tried)
             + f". Run `{suite_command_hint(task, root)}` where the sources are reachable (or copy a prepared folder there)"
         )

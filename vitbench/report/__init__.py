@@ -139,7 +139,17 @@ def _records_table(a: Analysis) -> pd.DataFrame:
 
 def _failed_table(failed: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame([{k: str(r.get(k) if r.get(k) is not None else "") for k in ("suite", "task", "model", "method", "seed", "key")}
-                         | {"error": str(r.get("error") or r.get("reason") or "")} for r in failed])
+                         | {"error": _error_text(r)} for r in failed])
+
+
+def _error_text(rec: dict[str, Any]) -> str:
+    """A failure record's one-line reason (`error.message`, with where and when), else its error as text."""
+    error = rec.get("error") or rec.get("reason") or ""
+    if isinstance(error, dict) and error.get("message"):
+        where = error.get("where") or {}
+        place = f" ({where.get('host')}, {error.get('when')})" if isinstance(where, dict) and where.get("host") else ""
+        return f"{error.get('type', 'error')}: {error['message']}{place}" if error.get("type") not in (None, "VitbenchError") else f"{error['message']}{place}"
+    return str(error)
 
 
 def build_report(records: list[dict[str, Any]], out_dir: Path, title: str = "vitbench report",
