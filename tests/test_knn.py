@@ -42,3 +42,28 @@ def test_similarity_weights_decide_between_classes():
     assert knn_predict(train_x, train_y, test_x, k=3, temperature=0.07, num_classes=2).tolist() == [1]
     assert knn_predict(train_x, train_y, test_x, k=3, temperature=100.0, num_classes=2).tolist() == [0]
     assert knn_predict(train_x * 5.0, train_y, test_x, k=3, temperature=0.07, num_classes=2).tolist() == [1]  # scale-free
+
+
+def _record(img_size, k, value, seed=0):
+    return {"model": "vit_ti16", "task": "digits", "suite": "smoke", "method": "knn", "weights_id": "none", "key": f"{img_size}-{k}-{seed}",
+            "params": {"k": k, "temperature": 0.07, "img_size": img_size}, "metrics": {"top1": value},
+            "cell": {"seed": seed, "task": {"metric": "top1"}, "img_size": img_size, "params": {"k": k}},
+            "versions": {"vitbench": "0.1.0"}}
+
+
+def test_table_keeps_setups_apart():
+    """Records of two setups (here two resolutions) never share a row: each value stays beside its own setup."""
+    from vitbench.methods import get_method
+
+    recs = [_record(32, 10, 0.8174), _record(32, 20, 0.8057), _record(48, 10, 0.5628), _record(48, 20, 0.5611)]
+    table = get_method("knn").summary_table(recs)
+    assert len(table) == 2 and list(table.columns) == ["task", "setup", "k=10", "k=20"]
+    by_setup = {row["setup"]: (row["k=10"], row["k=20"]) for _, row in table.iterrows()}
+    assert by_setup == {"img_size=32": ("81.74", "80.57"), "img_size=48": ("56.28", "56.11")}
+
+
+def test_table_averages_seeds_of_one_setup():
+    from vitbench.methods import get_method
+
+    table = get_method("knn").summary_table([_record(32, 10, 0.80, seed=0), _record(32, 10, 0.90, seed=1)])
+    assert len(table) == 1 and table.iloc[0]["k=10"] == "85.00 (n=2)" and "setup" not in table.columns

@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 
 from vitbench.errors import VitbenchError
-from vitbench.methods.base import FeatureParams, Method, as_list, is_int, is_positive_number, register
+from vitbench.methods.base import (
+    FeatureParams, Method, as_list, differing_fields, is_int, is_positive_number, register, table_row_key,
+)
 
 
 @dataclass(frozen=True)
@@ -94,15 +96,26 @@ class Knn(Method):
     def summary_table(self, records):
         import pandas as pd
 
+        # One row per (setup, task): records that differ in anything but k and the seed never share a row.
         rows: dict[tuple, dict[str, Any]] = {}
         for rec in records:
             p, metric = rec.get("params") or {}, ((rec.get("cell") or {}).get("task") or {}).get("metric", "top1")
             value = (rec.get("metrics") or {}).get(metric)
-            row = rows.setdefault((rec.get("model"), rec.get("task")), {"model": rec.get("model"), "task": rec.get("task")})
-            row[f"k={p.get('k')}"] = "" if value is None else f"{100 * value:.2f}"
+            setup = table_row_key(rec, ("k",))
+            row = rows.setdefault((setup, rec.get("task")), {"model": rec.get("model"), "task": rec.get("task"), "_setup": setup})
+            if value is not None:
+                row.setdefault(f"k={p.get('k')}", []).append(100 * value)
+        for row in rows.values():  # mean over seeds
+            for col, vals in list(row.items()):
+                if col.startswith("k="):
+                    row[col] = f"{sum(vals) / len(vals):.2f}" + (f" (n={len(vals)})" if len(vals) > 1 else "")
         frame = pd.DataFrame(list(rows.values())).fillna("")
         ks = sorted((c for c in frame.columns if c.startswith("k=")), key=lambda c: int(c[2:]))
-        frame = frame[["model", "task", *ks]]
+        setups = list(dict.fromkeys(frame["_setup"]))
+        labels = differing_fields(setups)
+        frame["setup"] = frame["_setup"].map(labels)
+        cols = ["model", "task"] + (["setup"] if len(setups) > 1 else []) + ks
+        frame = frame[cols]
         return frame.drop(columns="model") if frame["model"].nunique() == 1 else frame
 
 
