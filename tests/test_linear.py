@@ -64,3 +64,12 @@ def test_vtab_shaped_task_selects_on_train800_val200_then_retrains(tmp_path):
     assert (d["n_select_train"], d["n_select_eval"], d["n_train"], d["n_test"]) == (80, 20, 100, 100)
     assert d["chosen_wd"] == choose_wd({float(k): v for k, v in d["val_acc_per_wd"].items()})
     assert record["provenance"]["select_eval"]["n"] == 20 and record["provenance"]["train"]["n"] == 100
+
+
+def test_fit_says_whether_it_converged():
+    """A fit stopped by its iteration budget with a steep gradient says so; one given room converges."""
+    x, y = blobs(120, noise=2.0)
+    *_, short = fit_softmax(x, y, 3, 1e-6, max_iter=2)
+    *_, long = fit_softmax(x, y, 3, 1e-2, max_iter=500)
+    assert short["converged"] is False and short["grad_max"] > 1e-5
+    assert long["converged"] is True and long["iterations"] < 500 and long["grad_max"] <= 1e-5

@@ -71,3 +71,12 @@ def test_compare_two_folders_flags_differences_beyond_the_seed_spread(tmp_path, 
     assert code == 1 and "differs" in out
     code, _, err = run_cli(capsys, "compare", a)
     assert code == 2 and "either a second results folder" in err
+
+
+def test_compare_on_an_empty_folder_is_one_line(tmp_path, capsys):
+    from vitbench.cli import main
+
+    (tmp_path / "empty").mkdir()
+    assert main(["compare", str(tmp_path / "empty"), "--expected", "paper"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no result records" in err

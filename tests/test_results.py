@@ -104,3 +104,12 @@ def test_resume_check_by_listing_counts_only_valid_records_also_with_its_index(t
     (folder / results.RESUME_INDEX).write_text("{not json")  # a broken index is ignored
     assert results.done_keys(tmp_path, cells) == {cells[0].key}
     assert results.done_keys(tmp_path / "nowhere", cells) == set()
+
+
+def test_recorded_command_line_reruns_as_typed():
+    """The record's `command` is a shell line: `vitbench` for the console script and `python -m vitbench.cli`, quoted."""
+    from vitbench.results import _command_line
+
+    assert _command_line(["/usr/local/bin/vitbench", "run", "--suite", "my suite.toml"]) == "vitbench run --suite 'my suite.toml'"
+    assert _command_line(["/repo/vitbench/cli.py", "fewshot", "--shots", "5"]) == "vitbench fewshot --shots 5"
+    assert _command_line([]) is None

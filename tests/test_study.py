@@ -253,3 +253,17 @@ def test_a_failed_dependency_fails_its_dependant_and_a_stop_ends_the_loop(tmp_pa
     stop.set()
     stopped = worker.run_cells(todo, tmp_path / "res2", RunContext(), stop=stop)
     assert len(stopped.stopped) == len(todo) and not stopped.written
+
+
+def test_run_eta_counts_the_running_cell():
+    """The run's ETA inside a cell is that cell's ETA plus the cells after it: never below the cell's own."""
+    import io
+
+    from vitbench.runlog import ProgressLines
+
+    lines = ProgressLines(3, every_s=3600, stream=io.StringIO())
+    lines.cells_s, lines.finished = 10.0, 1  # one cell done in 10 s, the second running, one after it
+    assert lines.run_eta(cell_eta=4.0) == 14.0
+    assert lines.run_eta() == 20.0
+    lines.finished = 2  # the last cell running: its own ETA only
+    assert lines.run_eta(cell_eta=3.0) == 3.0

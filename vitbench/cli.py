@@ -410,7 +410,7 @@ def compare(
         raise VitbenchError("compare: give either a second results folder (compare A B) or --expected FILE|paper")
     if not tol >= 0:
         raise VitbenchError(f"--tol must be >= 0, got {tol}")
-    records = results.load_records(results_a)
+    records = _records_or_fail(results, results_a)
     if expected is not None:
         frame, is_paper = load_expected(expected)
         table = compare_expected(analyse(records), frame, tol, is_paper)
@@ -423,7 +423,7 @@ def compare(
         if bad:
             raise typer.Exit(1)
         return
-    table, only_a, only_b = compare_folders(records, results.load_records(results_b))
+    table, only_a, only_b = compare_folders(records, _records_or_fail(results, results_b))
     if table.empty:
         raise VitbenchError(f"{results_a} and {results_b} share no definition (same task, model, method, parameters, data); nothing to compare")
     print_frame(table, title=f"{results_a} (A) vs {results_b} (B), same definitions (%)")
@@ -434,6 +434,13 @@ def compare(
         raise typer.Exit(1)
 
 
+
+
+def _records_or_fail(results, folder: Path) -> list[dict[str, Any]]:
+    records = results.load_records(folder)
+    if not records:
+        raise VitbenchError(f"no result records in {str(folder)!r}; pass the folder holding the *.json records of a run")
+    return records
 
 
 @app.command("ls")

@@ -270,10 +270,22 @@ def origin() -> dict[str, Any]:
     except (KeyError, ValueError):
         argv = list(sys.argv)
     return {
-        "command": " ".join([Path(argv[0]).name] + argv[1:]) if argv and argv[0] else None,
+        "command": _command_line(argv),
         "argv": argv,
         "host": socket.gethostname(),
     }
+
+
+def _command_line(argv: list[str]) -> str | None:
+    """A shell line that reruns the command: `vitbench <args>` for the console script and `python -m vitbench.cli`
+    alike, each argument quoted for the shell."""
+    import shlex
+
+    if not argv or not argv[0]:
+        return None
+    program = Path(argv[0]).name
+    head = ["vitbench"] if program in ("vitbench", "cli.py", "__main__.py") else [program]
+    return shlex.join(head + [str(a) for a in argv[1:]])
 
 
 def make_failure_record(cell: Cell, exc: BaseException, device: str, *, wall_time_s: float = 0.0,

@@ -83,18 +83,24 @@ class ProgressLines:
         self.enabled = enabled
         self.t0 = time.monotonic()
         self.finished = 0
+        self.cells_s = 0.0  # time spent in finished cells
         self.cell_i = 0
         self.label = ""
         self.cell_t0 = self.t0
         self._last = 0.0
         self._step: dict[str, float] = {}  # step description -> start time
 
-    def run_eta(self) -> float | None:
-        """Seconds left for the run: mean time of the finished cells times the cells left."""
+    def run_eta(self, cell_eta: float | None = None) -> float | None:
+        """Seconds left for the run: the running cell's own ETA (when known) plus the mean time of the finished
+        cells times the cells after it; never less than the running cell's ETA."""
+        if cell_eta is not None:  # inside a cell: it, then the cells after it
+            after = self.n - self.finished - 1
+            if after <= 0:
+                return cell_eta
+            return None if not self.finished else cell_eta + self.cells_s / self.finished * after
         if not self.finished:
             return None
-        per_cell = (time.monotonic() - self.t0) / self.finished
-        return per_cell * (self.n - self.finished)
+        return self.cells_s / self.finished * (self.n - self.finished)
 
     def emit(self, text: str, force: bool = False) -> None:
         now = time.monotonic()
@@ -119,6 +125,7 @@ class ProgressLines:
         """A finished cell: shown when the interval has passed, always when it failed or was skipped."""
         self.finished += 1
         took = time.monotonic() - self.cell_t0
+        self.cells_s += took
         tail = f": {detail}" if detail else ""
         self.emit(f"cell {self.cell_i + 1}/{self.n} {self.label}: {status} in {took:.1f}s{tail} "
                   f"(run ETA {eta_text(self.run_eta())})", force=status != "ok")
@@ -129,4 +136,4 @@ class ProgressLines:
         start = self._step.setdefault(description, now)
         eta = (now - start) / done * (total - done) if done else None
         self.emit(f"cell {self.cell_i + 1}/{self.n} {self.label}: {description} {done}/{total} "
-                  f"(ETA {eta_text(eta)}, run ETA {eta_text(self.run_eta())})")
+                  f"(ETA {eta_text(eta)}, run ETA {eta_text(self.run_eta(eta))})")

@@ -240,8 +240,13 @@ def _finish(the_plan, suite_name: str, out_dir: Path, outcome, opts: StudyOption
         out.print(f"[yellow]note[/]: skipped {n} cell(s) of {why}", highlight=False)
     if outcome.failed:
         out.print(f"[red]failed[/]: {len(outcome.failed)} cell(s) (failure records written; the next run retries them):")
+        # cells failing for the same reason (missing weights, missing data) are listed once with their count
+        reasons: dict[str, list[str]] = {}
         for cell, rec in outcome.failed:
-            out.print(f"  {cell.label}: {(rec.get('error') or {}).get('message', 'failed')}", highlight=False, markup=False)
+            reasons.setdefault((rec.get("error") or {}).get("message", "failed"), []).append(cell.label)
+        for reason, labels in reasons.items():
+            shown = labels[0] if len(labels) == 1 else f"{labels[0]} and {len(labels) - 1} more cell(s)"
+            out.print(f"  {shown}: {reason}", highlight=False, markup=False)
     if outcome.stopped:
         out.print(f"{len(outcome.stopped)} cell(s) not run (the run was stopped); rerun the same command for them")
     out.print(f"log: {log.path}")
