@@ -267,3 +267,21 @@ def test_run_eta_counts_the_running_cell():
     assert lines.run_eta() == 20.0
     lines.finished = 2  # the last cell running: its own ETA only
     assert lines.run_eta(cell_eta=3.0) == 3.0
+
+
+def test_optional_task_without_data_is_skipped_even_when_the_model_fails_first(workdir, capsys, monkeypatch):
+    """Offline without weights, every cell fails on the model; an optional task whose data is absent is still a
+    skip with its note (not a failure), while a required task keeps its failure record."""
+    from vitbench import planner
+    from vitbench.errors import VitbenchError
+
+    def no_weights(cell, ctx, deps):
+        raise VitbenchError("weights of 'vit_ti16' are not in the cache (offline)")
+
+    monkeypatch.setattr(planner, "runner_for", lambda method: no_weights)
+    code, out, _ = run_cli(capsys, "fewshot", "--suite", "study.toml", "--shots", "1", "--out", "res", "--data-root", "data",
+                           "--tasks", "digits,absent")
+    assert code == 1
+    recs = records(workdir / "res")
+    assert [(r["task"], r["status"]) for r in recs] == [("digits", "failed")]
+    assert "skipped 1 cell(s) of optional task 'absent'" in " ".join(out.split())

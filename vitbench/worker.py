@@ -180,6 +180,20 @@ def _stops_the_run(exc: Exception) -> bool:
     return isinstance(exc, (fsutil.DiskFull, results.UnknownSchema)) or fsutil.is_disk_full(exc)
 
 
+def _data_missing(cell, ctx) -> bool:
+    """Whether an optional task's data is absent, when its cell failed on something else first (e.g. weights that
+    cannot be loaded offline): such a task is skipped, as when the data check comes first."""
+    from vitbench.data.loader import load_split
+
+    try:
+        load_split(cell.task, cell.task.test_split, data_root=ctx.data_root)
+    except DataMissing:
+        return True
+    except Exception:  # noqa: BLE001 - the data is there but something else is wrong: the cell's own error stands
+        return False
+    return False
+
+
 def _run_one(cell, deps, state, path, out_dir, ctx, out, failed, skipped, log, on_end, fail_fast) -> None:
     log(f"start {cell.label} [{cell.key}]")
     t0 = time.perf_counter()
@@ -198,7 +212,7 @@ def _run_one(cell, deps, state, path, out_dir, ctx, out, failed, skipped, log, o
     except Exception as exc:  # noqa: BLE001 - any error inside a cell becomes its failure record
         if _stops_the_run(exc):
             raise
-        if isinstance(exc, DataMissing) and cell.task.optional:
+        if cell.task.optional and (isinstance(exc, DataMissing) or _data_missing(cell, ctx)):
             skipped[cell.key] = f"optional task {cell.task.name!r}: its data is not present"
             out.skipped.append((cell, skipped[cell.key]))
             log(f"skipped {cell.label}: {skipped[cell.key]} ({exc})")
