@@ -227,6 +227,16 @@ def recorded_values(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """{'params.shots': 5, 'task.name': 'dtd', ...}; lists are kept as values."""
+    if isinstance(obj, dict):
+        flat: dict[str, Any] = {}
+        for k, v in obj.items():
+            flat.update(flatten(v, f"{prefix}{k}."))
+        return flat
+    return {prefix[:-1]: obj}
+
+
 def table_row_key(rec: dict[str, Any], column_params: tuple[str, ...]) -> str:
     """Canonical text of everything that defines a record's number except its seed, its task and the parameters
     shown as columns (`column_params`, e.g. k): records of one table row share it, different setups never do."""
@@ -243,12 +253,7 @@ def differing_fields(texts: list[str], limit: int = 3) -> dict[str, str]:
     """For row keys (`table_row_key`) sharing a label: key -> 'field=value; ...' of the fields where they differ."""
     import json
 
-    def flat(obj: Any, prefix: str = "") -> dict[str, Any]:
-        if isinstance(obj, dict):
-            return {k2: v2 for k, v in obj.items() for k2, v2 in flat(v, f"{prefix}{k}.").items()}
-        return {prefix[:-1]: obj}
-
-    flats = {t: flat(json.loads(t)) for t in texts}
+    flats = {t: flatten(json.loads(t)) for t in texts}
     fields = sorted({f for d in flats.values() for f in d})
     varying = [f for f in fields if len({repr(d.get(f)) for d in flats.values()}) > 1]
     # the same parameter may sit in two places (cell.img_size, cell.params.img_size): name it once

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vitbench.hashing import canonical_json, json_sha256
+from vitbench.methods.base import flatten  # noqa: F401 - also this module's public name (definitions flattened)
 
 # Fields of a record that define its number besides `cell` (the key payload): a result from another suite or
 # another vitbench release is its own definition, even when the cell payload is the same.
@@ -128,16 +129,6 @@ def _hash(text: str) -> str:
 def definition_id(defn: dict[str, Any]) -> str:
     """Short hash of a definition: records that differ only by seed share it."""
     return json_sha256(defn, 8)
-
-
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """{'params.shots': 5, 'task.name': 'dtd', ...}; lists are kept as values."""
-    if isinstance(obj, dict):
-        flat: dict[str, Any] = {}
-        for k, v in obj.items():
-            flat.update(flatten(v, f"{prefix}{k}."))
-        return flat
-    return {prefix[:-1]: obj}
 
 
 def differences(defs: dict[str, dict[str, Any]], limit: int = 4) -> dict[str, str]:
