@@ -20,6 +20,7 @@ which owns the parameters and the dev-split learning-rate selection).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
@@ -162,19 +163,22 @@ def train_and_score(cell: Cell, ctx: RunContext, recipe: Mapping[str, Any]) -> C
     losses, norms, lrs, resumes, bad = [], [], [], [], None
     if state:
         trainer.load_state_dict(state["trainer"])
-        _set_rng_state(state["rng"], ctx.device)
         losses, norms, lrs = list(state["losses"]), list(state["grad_norms"]), list(state["lrs"])
         resumes = list(state.get("resumes", [])) + [start]
     steplog = StepLog(ctx.cell_files, writer=main, resume_step=start)
     images_dir = None if ctx.cache_dir is None else Path(ctx.cache_dir) / "images"
     batches = TrainBatches(train_split, prep_train, seed=cell.seed, batch_size=recipe.batch_size, start_step=start,
                            rank=rank, world=world, workers=ctx.loader_workers, cache_dir=images_dir,
-                           progress=ctx.progress, pin_memory=str(ctx.device).startswith("cuda"))
+                           progress=ctx.progress, pin_memory=str(ctx.device).startswith("cuda"), device=ctx.device)
     model.train()
     window_start, window_t0 = start, time.perf_counter()
     train_t0 = window_t0
     try:
-        for step, images, labels in batches:
+        stream = iter(batches)
+        first = next(stream)  # starts the loader, which may draw from torch's global RNG: before the RNG is restored
+        if state:
+            _set_rng_state(state["rng"], ctx.device)  # dropout continues from the checkpoint's draws
+        for step, images, labels in itertools.chain([first], stream):
             if step > recipe.steps:
                 break
             lr = recipe_math.update_lr(step, recipe.lr, recipe.steps, recipe.warmup_steps)
