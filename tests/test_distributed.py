@@ -135,6 +135,17 @@ def test_keep_checkpoints_and_a_rerun_of_a_recorded_cell_starts_afresh(tmp_path,
     assert loaded == [None, None] and not any(p.exists() for p in ckpts)
 
 
+def test_the_api_loop_gives_runners_the_same_cell_files(tmp_path, monkeypatch):
+    cells = _cells(tmp_path)
+    seen: list = []
+    _stub_runner(monkeypatch, seen)
+    out = tmp_path / "r"
+    planner.execute(cells, out, RunContext(checkpoint=CheckpointPolicy(every_steps=1)))  # vitbench.evaluate's loop
+    prefixes = [results.record_path(out, c).with_suffix("") for c in cells]
+    assert seen == prefixes
+    assert all(Path(f"{p}.steps.jsonl").is_file() and not Path(f"{p}.ckpt.pt").exists() for p in prefixes)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
