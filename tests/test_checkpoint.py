@@ -4,6 +4,11 @@ files of another cell or torn files ignored with a warning, step-log truncation 
 import errno
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,3 +198,32 @@ def test_execution_options_reach_the_run_context(tmp_path):
     default = settings_for(tmp_path, None, None, "cpu", False, 0.0, StudyOptions()).context()
     assert default.checkpoint == CheckpointPolicy(every_minutes=30.0) and default.precision == "auto"
     assert default.cell_files is None  # the worker sets it per cell
+
+
+SAVER = """
+import sys, torch
+from vitbench.runners.checkpoint import CellCheckpoint, CheckpointPolicy
+ckpt = CellCheckpoint(sys.argv[1], "abc", CheckpointPolicy(every_steps=1))
+step = 0
+while True:
+    step += 1
+    ckpt.save({"step": step, "w": torch.full((2_000_000,), float(step))})
+    print(step, flush=True)
+"""
+
+
+def test_kill_9_while_saving_leaves_a_whole_checkpoint(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", SAVER, str(tmp_path / "cell")], stdout=subprocess.PIPE, env=env, text=True)
+    try:
+        for _ in range(3):  # a few saves done, the next one under way
+            assert proc.stdout.readline()
+        time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    state = CellCheckpoint(tmp_path / "cell", "abc", CheckpointPolicy()).load()
+    assert state is not None and state["step"] >= 3 and bool((state["w"] == float(state["step"])).all())
+    fsutil.sweep_stale_temps(tmp_path)  # the killed writer's temp file (if it died mid-write) goes at the next run
+    assert _no_temps(tmp_path)

@@ -135,6 +135,17 @@ def test_keep_checkpoints_and_a_rerun_of_a_recorded_cell_starts_afresh(tmp_path,
     assert loaded == [None, None] and not any(p.exists() for p in ckpts)
 
 
+def test_the_api_loop_gives_runners_the_same_cell_files(tmp_path, monkeypatch):
+    cells = _cells(tmp_path)
+    seen: list = []
+    _stub_runner(monkeypatch, seen)
+    out = tmp_path / "r"
+    planner.execute(cells, out, RunContext(checkpoint=CheckpointPolicy(every_steps=1)))  # vitbench.evaluate's loop
+    prefixes = [results.record_path(out, c).with_suffix("") for c in cells]
+    assert seen == prefixes
+    assert all(Path(f"{p}.steps.jsonl").is_file() and not Path(f"{p}.ckpt.pt").exists() for p in prefixes)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -159,6 +170,8 @@ def test_worker_loop_on_two_gloo_processes(tmp_path):
     keys = [t["key"] for t in r0["trace"]]
     assert len(keys) == 4 and keys == [t["key"] for t in r1["trace"]]  # the same cells, in the same order
     assert all(t["together"] == [t["key"], t["key"]] for t in r0["trace"])  # at the same time
+    for trace in (r0["trace"], r1["trace"]):  # the time rule: rank 0's clock, looked at every sync_every steps
+        assert all(t["due"] == [[False] * 4, [False, True, False, True]] for t in trace)
     assert r0["written"] == r1["written"] and len(r0["written"]) == 2
     assert [k for k, _ in r0["failed"]] == [k for k, _ in r1["failed"]] and len(r0["failed"]) == 2  # failed on both
     assert all(msg == "rank 1: RuntimeError: only on rank 1" for _, msg in r0["failed"])  # raised on rank 1 only
@@ -166,11 +179,25 @@ def test_worker_loop_on_two_gloo_processes(tmp_path):
     assert set(records) == set(keys)
     assert all(records[k]["details"] == {"rank": 0} for k in r0["written"])  # written by rank 0
     assert all(results.is_failed(records[k]) for k, _ in r0["failed"])
+    assert all("only on rank 1" in records[k]["error"]["traceback"] and records[k]["error"]["type"] == "OtherRankFailed"
+               for k, _ in r0["failed"])  # the failing rank's traceback is recorded
     for t in r0["trace"]:
         prefix = t["cell_files"]
         assert Path(f"{prefix}.ckpt.pt").exists() == (t["key"] in dict(r0["failed"]))
         steps = [json.loads(line) for line in Path(f"{prefix}.steps.jsonl").read_text().splitlines()]
         assert [s["rank"] for s in steps] == [0, 0, 0]  # only rank 0 logs
+
+
+def test_an_error_of_rank_0_between_cells_stops_the_other_ranks(tmp_path):
+    (tmp_path / "ex.toml").write_text(SUITE)
+    traces = tmp_path / "traces"
+    traces.mkdir()
+    proc = _torchrun([REPO / "tests" / "ddp_worker_script.py", tmp_path / "ex.toml", tmp_path / "r", traces, "abort"],
+                     tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (json.loads((traces / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["error"] == "RuntimeError: rank 0 broke down" and len(r0["trace"]) == len(r1["trace"]) == 1
+    assert r1["error"] == "VitbenchError: stopped on rank 0: RuntimeError: rank 0 broke down"
 
 
 def _comparable(rec):

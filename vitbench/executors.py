@@ -8,7 +8,8 @@
   count, 1 on CPU: in-process). Workers share the plan and claim cells by lock file (`vitbench/locks.py`).
 - `submit_slurm(...)`: `--executor slurm`; one array task per group of cells (a final cell with its selection
   cells), through submitit (`pip install 'vitbench[slurm]'`), requeued on preemption or time-out: the
-  requeued task resumes, since finished cells have records and its own stale lock is taken over at once.
+  requeued task resumes, since finished cells have records, its own stale lock is taken over at once and the
+  interrupted cell's checkpoint is in the results folder.
 Exercised by `vitbench run --executor local|slurm`.
 """
 
@@ -231,7 +232,8 @@ def _submitit():
 
 class StudyJob:
     """One array task: the worker loop on its cells. Checkpointable: on preemption or time-out submitit calls
-    `checkpoint`, which requeues the same task; it resumes since finished cells have records."""
+    `checkpoint`, which requeues the same task; it resumes since finished cells have records, and the cell it
+    was running resumes from its in-cell checkpoint beside the record (`vitbench/runners/checkpoint.py`)."""
 
     def __init__(self, cells: list[Cell], settings: Settings) -> None:
         self.cells = cells

@@ -117,9 +117,9 @@ def _lead(todo, out_dir, ctx, fail_fast, run_start, log, on_start, on_end, stop,
     waiting_noted = False
     while pending:
         if stop is not None and stop.is_set():
-            tell(("stop",))
+            tell(("stop",))  # the last decision the other ranks get
             out.stopped.extend(pending)
-            break
+            return out
         progressed = False
         for cell in list(pending):
             if stop is not None and stop.is_set():
@@ -266,13 +266,13 @@ def _stops_the_run(exc: Exception) -> bool:
 def _agree(error: Exception | None, text: str) -> tuple[Exception | None, str]:
     """Under DDP, every rank's outcome of the cell: when the cell raised on any rank, it failed on all of them
     (this rank's own error, else the first failing rank's line), so every rank takes the same path next."""
-    mine = None if error is None else {"rank": distributed.rank(), "type": type(error).__name__,
-                                       "line": results.error_line(error), "stops": _stops_the_run(error)}
+    mine = None if error is None else {"rank": distributed.rank(), "line": results.error_line(error),
+                                       "stops": _stops_the_run(error), "traceback": text[-4000:]}
     first = next((e for e in distributed.all_gather_object(mine) if e is not None), None)
     if first is None or error is not None:
         return error, text
     return (OtherRankFailed(f"rank {first['rank']}: {first['line']}", stops=first["stops"]),
-            f"raised on rank {first['rank']} ({first['type']}); its traceback is in that process's output")
+            f"raised on rank {first['rank']}:\n{first['traceback']}")  # rank 0 records the failing rank's traceback
 
 
 def _data_missing(cell, ctx) -> bool:
