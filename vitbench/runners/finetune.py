@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
@@ -155,8 +156,12 @@ def train_and_score(cell: Cell, ctx: RunContext, recipe: Mapping[str, Any]) -> C
                       momentum=recipe.momentum, weight_decay=recipe.weight_decay, grad_clip=recipe.grad_clip,
                       precision=ctx.precision, compile=ctx.compile, grad_checkpointing=ctx.grad_checkpointing,
                       world=world, normalize=lambda x: normalize(x, prep_train), img_px=prep.size)
-    ckpt = CellCheckpoint(ctx.cell_files, cell.key, ctx.checkpoint, writer=main)
+    ckpt = CellCheckpoint(ctx.cell_files, cell.key, ctx.checkpoint, writer=main, sync_every=ctx.log_every)
     state = ckpt.load()
+    if state and state.get("train_fingerprint") != train_split.fingerprint:  # the data changed since it was saved
+        warnings.warn(f"checkpoint {ckpt.path} was trained on other data than {train_name!r} has now; the cell starts from step 0",
+                      stacklevel=2)
+        state = None
     start = int(state["step"]) if state else 0
     if world > 1 and dist.all_gather_object(start) != [start] * world:
         raise VitbenchError(f"the checkpoint {ckpt.path} is not visible to every process; put the results folder on a shared file system")
@@ -186,8 +191,10 @@ def train_and_score(cell: Cell, ctx: RunContext, recipe: Mapping[str, Any]) -> C
             lrs.append(lr)
             if main:
                 ctx.progress(f"finetune {task.name}", step, recipe.steps)
-            # one host sync per window, at steps every process agrees on (so all of them fail together on a NaN)
-            if step % ctx.log_every and step != recipe.steps and not (main and ckpt.due(step, recipe.steps)):
+            # one host sync per window, at steps every process agrees on (so all of them fail together on a NaN);
+            # `due` is asked on every rank at every step (under DDP the ranks agree on rank 0's clock)
+            due = ckpt.due(step, recipe.steps)
+            if step % ctx.log_every and step != recipe.steps and not due:
                 continue
             new_losses, new_norms = trainer.pop_history()
             losses += new_losses
@@ -203,8 +210,9 @@ def train_and_score(cell: Cell, ctx: RunContext, recipe: Mapping[str, Any]) -> C
                 raise CellFailed(
                     f"fine-tuning diverged: training loss is {losses[bad - 1]} at step {bad} (learning rate {lrs[bad - 1]:g}); "
                     "no number is recorded for this cell (its failure record says why). Lower --lr (or the suite's finetune.lr)")
-            if bad is None and step < recipe.steps and ckpt.due(step, recipe.steps):
+            if bad is None and due:
                 ckpt.save({"step": step, "trainer": trainer.state_dict(), "rng": _rng_state(ctx.device),
+                           "train_fingerprint": train_split.fingerprint,
                            "losses": losses, "grad_norms": norms, "lrs": lrs, "resumes": resumes, "loader": batches.info})
     finally:
         batches.close()
@@ -236,6 +244,7 @@ def train_and_score(cell: Cell, ctx: RunContext, recipe: Mapping[str, Any]) -> C
         "execution": {"precision": describe_precision(trainer.dtype), "processes": world, "compile": trainer.compiled,
                       "grad_checkpointing": trainer.grad_checkpointing, "resumed_from_steps": resumes,
                       "train_seconds_this_run": round(train_s, 3), "log_every": ctx.log_every,
+                      "checkpoint": ctx.checkpoint.describe(), "checkpoints_written": ckpt.saves,
                       "loader": batches.info},
         # a digest of the trained weights: equal digests mean identical training (e.g. resumed vs uninterrupted)
         "final_weights_sha256": state_dict_sha256(trainer.module.state_dict()),
