@@ -5,6 +5,7 @@ resize_crop / none, the inception crop cut from the original image, labels, and 
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 
@@ -230,6 +231,7 @@ def test_batches_follow_the_index_stream_with_labels(split):
             np.testing.assert_array_equal(x[p].numpy(), expected)
     assert [s for s, _, _ in got] == [1, 2, 3, 4, 5]
     assert tb.info["source"] == "original" and tb.info["workers"] == 0 and "Philox" in tb.info["rng"]
+    assert json.loads(json.dumps(tb.info)) == tb.info and "inception crop on the original" in tb.info["crop"]
 
 
 def test_labels_follow_images(tmp_path):
@@ -264,7 +266,10 @@ def test_resume_gives_the_tail_of_the_uninterrupted_stream(split):
     assert steps == [7, 8]
 
 
-@pytest.mark.parametrize("prep", [RESIZE_CROP, NONE], ids=["resize_crop", "none"])
+PIL_BICUBIC = Preprocessing(size=16, train_crop="resize_crop", train_resize=20, hflip=True, resize_impl="pil", interpolation="bicubic")
+
+
+@pytest.mark.parametrize("prep", [RESIZE_CROP, NONE, PIL_BICUBIC], ids=["resize_crop", "none", "pil_bicubic"])
 def test_cache_memory_and_original_give_identical_batches(split, prep, tmp_path):
     """The resize before the random part is deterministic, so cropping the decoded cache is exact."""
     cached = TrainBatches(split, prep, seed=9, batch_size=8, workers=0, source="cache", cache_dir=tmp_path)
@@ -279,7 +284,8 @@ def test_cache_memory_and_original_give_identical_batches(split, prep, tmp_path)
 
 def test_inception_memory_equals_original_and_is_cut_from_the_original(split):
     ref = take(TrainBatches(split, INCEPTION, seed=2, batch_size=8, workers=0, source="original"), 3)
-    same(ref, take(TrainBatches(split, INCEPTION, seed=2, batch_size=8, workers=0, source="memory"), 3))
+    with TrainBatches(split, INCEPTION, seed=2, batch_size=8, workers=2, source="memory") as tb:  # forked RAM copy
+        same(ref, take(tb, 3))
     # a crop of the squashed 16x16 square (what the old cache held) is not what the loader delivers
     step, x, _ = ref[0]
     idx = np.sort(next(batch_stream(len(split), 8, torch.Generator().manual_seed(2))))

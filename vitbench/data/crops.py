@@ -28,7 +28,7 @@ import struct
 import numpy as np
 from PIL import Image
 
-from vitbench.data.resize import Preprocessing, resize_image
+from vitbench.data.resize import Preprocessing, resize_image, tf_bilinear_resize
 from vitbench.errors import VitbenchError
 
 TF_AREA_RANGE = (0.05, 1.0)  # vit_jax passes area_range=(0.05, 1.0); big_vision area_min=5, area_max=100
@@ -156,8 +156,12 @@ def _as_array(img) -> np.ndarray:
 
 def _squash(img, side_prep: Preprocessing) -> np.ndarray:
     """`img` squashed to `side_prep.size` square with the prep's resize (exactly what the decoded cache holds)."""
-    pil = img if isinstance(img, Image.Image) else Image.fromarray(_as_array(img))
-    return resize_image(pil, side_prep)
+    if not isinstance(img, Image.Image):
+        arr = _as_array(img)
+        if side_prep.resize_impl == "tf" and side_prep.interpolation == "bilinear":  # resize_image's own path, minus 2 copies
+            return tf_bilinear_resize(arr, side_prep.size, side_prep.size)
+        img = Image.fromarray(arr)
+    return resize_image(img, side_prep)
 
 
 def train_source(img, prep_train: Preprocessing) -> np.ndarray:

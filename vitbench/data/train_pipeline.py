@@ -60,11 +60,19 @@ def index_batches(n: int, batch_size: int, seed: int, start_step: int = 0):
         yield step, np.sort(next(stream))
 
 
-def default_workers(device: str | None = None) -> int:
-    """Loader processes when the caller does not say: min(4, cores - 1) when training on CUDA (the GPU waits
-    for the host otherwise), 0 on CPU, where the model needs every core (BENCHMARKS.md)."""
+def default_workers(device: str | None = None, source: str = "original") -> int:
+    """Loader processes per rank when the caller does not say, from the cores this rank may use (the machine's
+    cores / torchrun's LOCAL_WORLD_SIZE). CUDA: the GPU must never wait for the host, so cores - 1, at most 4
+    for "cache" (one core crops about 2,000 images/s at 384 px) and at most 8 for "original" / "memory" (one core
+    decodes and crops 250-550 images/s of VTAB-sized JPEGs at 384 px). CPU: the model needs the cores; one
+    worker (when there are >= 2) for "original" / "memory", none for "cache", whose crops cost under 1 % of
+    a ViT-Ti/16 training step in-process (BENCHMARKS.md "Fine-tuning input pipeline")."""
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    cores = max(1, (os.cpu_count() or 1) // local)
     cuda = torch.cuda.is_available() if device is None else str(device).startswith("cuda")
-    return max(0, min(4, (os.cpu_count() or 1) - 1)) if cuda else 0
+    if cuda:
+        return max(0, min(4 if source == "cache" else 8, cores - 1))
+    return 1 if cores >= 2 and source != "cache" else 0
 
 
 def estimate_original_bytes(split, probe: int = _PROBE_IMAGES) -> int:
@@ -118,15 +126,19 @@ class _StepBatches(torch.utils.data.Dataset):
     def __getitem__(self, key):
         step, lo, indices = key
         s = self.prep.size
-        out = np.empty((len(indices), s, s, 3), dtype=np.uint8)
+        in_worker = torch.utils.data.get_worker_info() is not None
+        images = torch.empty((len(indices), s, s, 3), dtype=torch.uint8)
+        if in_worker:  # filled in place in shared memory: handing the batch over copies nothing
+            images.share_memory_()
+        out = images.numpy()
         try:
             for j, i in enumerate(indices):
                 out[j] = self._one(int(i), crops.example_rng(self.seed, step, lo + j))
         except VitbenchError as exc:
-            if torch.utils.data.get_worker_info() is None:
+            if not in_worker:
                 raise
             return _Failure(exc)
-        return step, torch.from_numpy(out), torch.from_numpy(self.labels[np.asarray(indices, dtype=np.int64)])
+        return step, images, torch.from_numpy(self.labels[np.asarray(indices, dtype=np.int64)])
 
 
 class _StepSampler(torch.utils.data.Sampler):
@@ -179,7 +191,7 @@ class TrainBatches:
             cache_key = cache_file(split, prep_train.train_cache(), cache_dir).stem
         elif chosen == "memory":
             images = _decode_all(split, prep_train, progress)
-        self.workers = default_workers(device) if workers is None else int(workers)
+        self.workers = default_workers(device, chosen) if workers is None else int(workers)
         if self.workers < 0:
             raise VitbenchError(f"loader workers must be >= 0, got {workers}")
         self.pin_memory, self.prefetch_factor = bool(pin_memory), int(prefetch_factor)
