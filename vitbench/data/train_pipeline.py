@@ -166,6 +166,14 @@ class TrainBatches:
                  rank: int = 0, world: int = 1, workers: int | None = None, source: str = "auto",
                  cache_dir=None, progress=None, pin_memory: bool = False, device: str | None = None,
                  prefetch_factor: int = 2):
+        """`split`: an ImageSplit; `prep_train`: the training Preprocessing (`train_crop`, `hflip`, `train_resize`,
+        resize fields); `seed`: the cell seed (index stream and crops); `start_step`: steps already trained
+        (the first batch is step start_step + 1); `rank` / `world`: this process's share of each global batch;
+        `workers`: DataLoader processes (None: `default_workers`); `source`: one of SOURCES; `cache_dir`: the
+        decoded-image cache folder as `cached_resized_images` takes it (None: `$VITBENCH_CACHE_DIR/images`);
+        `progress(desc, done, total)`: called while the cache or the RAM copy is built; `pin_memory`: pinned
+        batches for asynchronous host-to-GPU copies; `device`: the training device, for the default worker
+        count; `prefetch_factor`: batches each worker prepares ahead."""
         if source not in SOURCES:
             raise VitbenchError(f"unknown training image source {source!r}; use one of {list(SOURCES)}")
         if batch_size < 1:
@@ -220,7 +228,8 @@ class TrainBatches:
             for item in it:
                 if isinstance(item, _Failure):
                     raise item.kind(item.message)
-                yield item
+                step, images, labels = item  # DataLoader hands tuples over as lists
+                yield step, images, labels
         finally:
             self._shutdown(it)
 
