@@ -9,6 +9,7 @@ import io
 import json
 import math
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,6 +83,62 @@ def test_distorted_box_matches_a_plain_port_of_the_tf_kernel(shape):
         block = np.random.Generator(np.random.Philox(key=key)).integers(0, 1 << 32, size=(100, 4), dtype=np.uint64)
         got = crops.distorted_box(h, w, np.random.Generator(np.random.Philox(key=key)))
         assert got == port_distorted_box(h, w, block), (shape, key)
+
+
+# --- TensorFlow's own random stream, to compare sample_box with the op's recorded outputs exactly ---
+# Philox4x32-10 (tensorflow `tensorflow/core/lib/random/philox_random.h`), the stateless op's seed scrambling
+# (`GenerateKey`, `tensorflow/core/kernels/stateless_random_ops.cc`), SimplePhilox's RandFloat / Uniform
+# (`random_distributions.h`, `exact_uniform_int.h`: rejection of the values below 2^32 mod n).
+M32 = 0xFFFFFFFF
+
+
+def philox4x32(counter, key):
+    c, k = list(counter), list(key)
+    for r in range(10):
+        p0, p1 = 0xD2511F53 * c[0], 0xCD9E8D57 * c[2]
+        c = [((p1 >> 32) ^ c[1] ^ k[0]) & M32, p1 & M32, ((p0 >> 32) ^ c[3] ^ k[1]) & M32, p0 & M32]
+        if r < 9:
+            k = [(k[0] + 0x9E3779B9) & M32, (k[1] + 0xBB67AE85) & M32]
+    return c
+
+
+class TFStatelessStream:
+    def __init__(self, seed):
+        s0, s1 = (int(x) & 0xFFFFFFFFFFFFFFFF for x in seed)
+        mix = philox4x32([s0 & M32, s0 >> 32, s1 & M32, s1 >> 32], [0x3EC8F720, 0x02461E29])
+        self.key, self.counter, self.buf = mix[:2], [0, 0, mix[2], mix[3]], []
+
+    def rand32(self) -> int:
+        if not self.buf:
+            self.buf = philox4x32(self.counter, self.key)
+            v = sum(c << (32 * i) for i, c in enumerate(self.counter)) + 1
+            self.counter = [(v >> (32 * i)) & M32 for i in range(4)]
+        return self.buf.pop(0)
+
+    def rand_float(self, attempt):
+        return np.float32((self.rand32() & 0x7FFFFF) * 2.0**-23)
+
+    def uniform(self, n, k):
+        if n & (n - 1) == 0:
+            return self.rand32() & (n - 1)
+        rem = (M32 % n) + 1
+        while (x := self.rand32()) < rem:
+            pass
+        return x % n
+
+
+def test_sample_box_reproduces_tensorflows_op_given_its_random_stream():
+    """tests/fixtures/tf_distorted_boxes.json: 248 boxes from TensorFlow 2.21's
+    `tf.image.stateless_sample_distorted_bounding_box` (random shapes up to 900 px, strips, vit_jax's ranges and
+    others); fed TF's stream, the kernel logic of `crops.sample_box` returns every one of them exactly."""
+    fixture = json.loads((Path(__file__).parent / "fixtures" / "tf_distorted_boxes.json").read_text())
+    genuine = 0
+    for row in fixture["rows"]:
+        stream = TFStatelessStream(row["seed"])
+        box = crops.sample_box(*row["shape"], stream.rand_float, stream.uniform, row["area_range"], row["aspect_range"])
+        assert list(box) == row["box"], row
+        genuine += list(box[2:]) != row["shape"]
+    assert genuine > 150  # most are real crops, not the whole-image fallback
 
 
 def test_distorted_box_by_hand():
