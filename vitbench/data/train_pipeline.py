@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -155,8 +154,11 @@ def _worker_init(_worker_id: int) -> None:
 
 
 def _mp_context():
-    # ImageSplit holds closures over its reader: hand them to workers by fork, not by pickling
-    return multiprocessing.get_context("fork") if sys.platform.startswith("linux") else None
+    """The fork start method: ImageSplit holds closures over its reader, which reach forked workers without
+    pickling (spawn / forkserver would have to pickle them, and cannot). None where fork does not exist."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    return multiprocessing.get_context("fork")
 
 
 class TrainBatches:
@@ -202,6 +204,9 @@ class TrainBatches:
         self.workers = default_workers(device, chosen) if workers is None else int(workers)
         if self.workers < 0:
             raise VitbenchError(f"loader workers must be >= 0, got {workers}")
+        workers_note = None
+        if self.workers and _mp_context() is None:  # e.g. Windows: no fork, and the split cannot be pickled
+            self.workers, workers_note = 0, "no fork start method on this platform: images are loaded in-process"
         self.pin_memory, self.prefetch_factor = bool(pin_memory), int(prefetch_factor)
         self._dataset = _StepBatches(split, prep_train, self.seed, chosen, images)
         self._iters: list = []
@@ -211,6 +216,8 @@ class TrainBatches:
             "cache_key": cache_key, "rank": rank, "world": world, "per_rank_batch": self.hi - self.lo,
             "start_step": self.start_step,
         }
+        if workers_note:
+            self.info["workers_note"] = workers_note
 
     def __iter__(self):
         """(step, images uint8 [B/W, S, S, 3], labels int64 [B/W]) from step start_step + 1 on; each call to
