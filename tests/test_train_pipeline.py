@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import signal
 import struct
 from pathlib import Path
 
@@ -330,11 +332,16 @@ PIL_BICUBIC = Preprocessing(size=16, train_crop="resize_crop", train_resize=20, 
 @pytest.mark.parametrize("prep", [RESIZE_CROP, NONE, PIL_BICUBIC], ids=["resize_crop", "none", "pil_bicubic"])
 def test_cache_memory_and_original_give_identical_batches(split, prep, tmp_path):
     """The resize before the random part is deterministic, so cropping the decoded cache is exact."""
-    cached = TrainBatches(split, prep, seed=9, batch_size=8, workers=0, source="cache", cache_dir=tmp_path)
-    assert cached.info["cache_key"] and cached.info["source"] == "cache"
+    calls = []
+    cached = TrainBatches(split, prep, seed=9, batch_size=8, workers=0, source="cache", cache_dir=tmp_path,
+                          progress=lambda desc, done, total: calls.append((done, total)))
+    assert cached.info["cache_key"] and cached.info["source"] == "cache" and calls[-1] == (22, 22)
     ref = take(cached, 4)
     same(ref, take(TrainBatches(split, prep, seed=9, batch_size=8, workers=0, source="original"), 4))
-    same(ref, take(TrainBatches(split, prep, seed=9, batch_size=8, workers=0, source="memory"), 4))
+    calls.clear()
+    same(ref, take(TrainBatches(split, prep, seed=9, batch_size=8, workers=0, source="memory",
+                                progress=lambda desc, done, total: calls.append((done, total))), 4))
+    assert calls[-1] == (22, 22)
     # and the cache holds exactly the squashed originals at train_source_size()
     arr = np.load(next(tmp_path.glob("*.npy")), mmap_mode="r")
     np.testing.assert_array_equal(arr[3], resize_image(split.image(3), prep.train_cache()))
@@ -389,4 +396,16 @@ def test_corrupt_image_is_one_vitbench_error_line_from_a_worker(workers):
     msg = str(info.value)
     assert type(info.value) is VitbenchError and "\n" not in msg
     assert "broken/img_006.png" in msg and "index 6" in msg and "DataLoader" not in msg
+    tb.close()
+
+
+def test_a_killed_worker_is_one_vitbench_error_line(split):
+    tb = TrainBatches(split, NONE, seed=0, batch_size=8, workers=1, source="original")
+    it = iter(tb)
+    next(it)
+    os.kill(tb._iters[0]._workers[0].pid, signal.SIGKILL)  # as the out-of-memory killer would
+    with pytest.raises(VitbenchError, match="loader process died") as info:
+        for _ in range(20):
+            next(it)
+    assert "\n" not in str(info.value)
     tb.close()

@@ -232,7 +232,15 @@ class TrainBatches:
         it = iter(loader)
         self._iters.append(it)
         try:
-            for item in it:
+            while True:
+                try:
+                    item = next(it)
+                except RuntimeError as exc:
+                    if "DataLoader worker" not in str(exc):
+                        raise
+                    first = str(exc).strip().splitlines()[0]  # e.g. killed by the kernel's out-of-memory killer
+                    raise VitbenchError(f"a training-image loader process died ({first}); pass fewer loader workers "
+                                        "or free memory, then run again") from None
                 if isinstance(item, _Failure):
                     raise item.kind(item.message)
                 step, images, labels = item  # DataLoader hands tuples over as lists
