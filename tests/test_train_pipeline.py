@@ -5,8 +5,13 @@ resize_crop / none, the inception crop cut from the original image, labels, and 
 
 from __future__ import annotations
 
+import io
+import json
 import math
+import os
+import signal
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,6 +85,62 @@ def test_distorted_box_matches_a_plain_port_of_the_tf_kernel(shape):
         block = np.random.Generator(np.random.Philox(key=key)).integers(0, 1 << 32, size=(100, 4), dtype=np.uint64)
         got = crops.distorted_box(h, w, np.random.Generator(np.random.Philox(key=key)))
         assert got == port_distorted_box(h, w, block), (shape, key)
+
+
+# --- TensorFlow's own random stream, to compare sample_box with the op's recorded outputs exactly ---
+# Philox4x32-10 (tensorflow `tensorflow/core/lib/random/philox_random.h`), the stateless op's seed scrambling
+# (`GenerateKey`, `tensorflow/core/kernels/stateless_random_ops.cc`), SimplePhilox's RandFloat / Uniform
+# (`random_distributions.h`, `exact_uniform_int.h`: rejection of the values below 2^32 mod n).
+M32 = 0xFFFFFFFF
+
+
+def philox4x32(counter, key):
+    c, k = list(counter), list(key)
+    for r in range(10):
+        p0, p1 = 0xD2511F53 * c[0], 0xCD9E8D57 * c[2]
+        c = [((p1 >> 32) ^ c[1] ^ k[0]) & M32, p1 & M32, ((p0 >> 32) ^ c[3] ^ k[1]) & M32, p0 & M32]
+        if r < 9:
+            k = [(k[0] + 0x9E3779B9) & M32, (k[1] + 0xBB67AE85) & M32]
+    return c
+
+
+class TFStatelessStream:
+    def __init__(self, seed):
+        s0, s1 = (int(x) & 0xFFFFFFFFFFFFFFFF for x in seed)
+        mix = philox4x32([s0 & M32, s0 >> 32, s1 & M32, s1 >> 32], [0x3EC8F720, 0x02461E29])
+        self.key, self.counter, self.buf = mix[:2], [0, 0, mix[2], mix[3]], []
+
+    def rand32(self) -> int:
+        if not self.buf:
+            self.buf = philox4x32(self.counter, self.key)
+            v = sum(c << (32 * i) for i, c in enumerate(self.counter)) + 1
+            self.counter = [(v >> (32 * i)) & M32 for i in range(4)]
+        return self.buf.pop(0)
+
+    def rand_float(self, attempt):
+        return np.float32((self.rand32() & 0x7FFFFF) * 2.0**-23)
+
+    def uniform(self, n, k):
+        if n & (n - 1) == 0:
+            return self.rand32() & (n - 1)
+        rem = (M32 % n) + 1
+        while (x := self.rand32()) < rem:
+            pass
+        return x % n
+
+
+def test_sample_box_reproduces_tensorflows_op_given_its_random_stream():
+    """tests/fixtures/tf_distorted_boxes.json: 248 boxes from TensorFlow 2.21's
+    `tf.image.stateless_sample_distorted_bounding_box` (random shapes up to 900 px, strips, vit_jax's ranges and
+    others); fed TF's stream, the kernel logic of `crops.sample_box` returns every one of them exactly."""
+    fixture = json.loads((Path(__file__).parent / "fixtures" / "tf_distorted_boxes.json").read_text())
+    genuine = 0
+    for row in fixture["rows"]:
+        stream = TFStatelessStream(row["seed"])
+        box = crops.sample_box(*row["shape"], stream.rand_float, stream.uniform, row["area_range"], row["aspect_range"])
+        assert list(box) == row["box"], row
+        genuine += list(box[2:]) != row["shape"]
+    assert genuine > 150  # most are real crops, not the whole-image fallback
 
 
 def test_distorted_box_by_hand():
@@ -179,8 +240,6 @@ def make_split(images: list[np.ndarray], labels, bad: set[int] = frozenset(), na
         if i in bad:
             blobs.append(b"not an image")
             continue
-        import io
-
         buf = io.BytesIO()
         Image.fromarray(arr).save(buf, format="PNG")
         blobs.append(buf.getvalue())
@@ -230,6 +289,7 @@ def test_batches_follow_the_index_stream_with_labels(split):
             np.testing.assert_array_equal(x[p].numpy(), expected)
     assert [s for s, _, _ in got] == [1, 2, 3, 4, 5]
     assert tb.info["source"] == "original" and tb.info["workers"] == 0 and "Philox" in tb.info["rng"]
+    assert json.loads(json.dumps(tb.info)) == tb.info and "inception crop on the original" in tb.info["crop"]
 
 
 def test_labels_follow_images(tmp_path):
@@ -247,7 +307,9 @@ def test_same_batches_with_0_or_2_workers_and_1_or_2_ranks(split, prep, tmp_path
     source = "original"
     one = take(TrainBatches(split, prep, seed=3, batch_size=8, workers=0, source=source), 4)
     with TrainBatches(split, prep, seed=3, batch_size=8, workers=2, source=source) as tb:
-        same(one, take(tb, 4))
+        two = take(tb, 4)
+    same(one, two)
+    assert all(isinstance(item, tuple) and type(item[0]) is int for item in one + two)
     ranks = [take(TrainBatches(split, prep, seed=3, batch_size=8, rank=r, world=2, workers=0, source=source), 4) for r in (0, 1)]
     for k, (step, x, y) in enumerate(one):
         (s0, x0, y0), (s1, x1, y1) = ranks[0][k], ranks[1][k]
@@ -260,18 +322,26 @@ def test_resume_gives_the_tail_of_the_uninterrupted_stream(split):
     tail = take(TrainBatches(split, INCEPTION, seed=4, batch_size=8, start_step=6, workers=0, source="memory"), 3)
     assert [s for s, _, _ in tail] == [7, 8, 9]
     same(full[6:], tail)
-    steps = [s for s, _ in zip((s for s, _ in index_batches(22, 8, 4, start_step=6)), range(2))]
-    assert steps == [7, 8]
+    replay = index_batches(22, 8, 4, start_step=6)
+    assert [next(replay)[0], next(replay)[0]] == [7, 8]
 
 
-@pytest.mark.parametrize("prep", [RESIZE_CROP, NONE], ids=["resize_crop", "none"])
+PIL_BICUBIC = Preprocessing(size=16, train_crop="resize_crop", train_resize=20, hflip=True, resize_impl="pil", interpolation="bicubic")
+
+
+@pytest.mark.parametrize("prep", [RESIZE_CROP, NONE, PIL_BICUBIC], ids=["resize_crop", "none", "pil_bicubic"])
 def test_cache_memory_and_original_give_identical_batches(split, prep, tmp_path):
     """The resize before the random part is deterministic, so cropping the decoded cache is exact."""
-    cached = TrainBatches(split, prep, seed=9, batch_size=8, workers=0, source="cache", cache_dir=tmp_path)
-    assert cached.info["cache_key"] and cached.info["source"] == "cache"
+    calls = []
+    cached = TrainBatches(split, prep, seed=9, batch_size=8, workers=0, source="cache", cache_dir=tmp_path,
+                          progress=lambda desc, done, total: calls.append((done, total)))
+    assert cached.info["cache_key"] and cached.info["source"] == "cache" and calls[-1] == (22, 22)
     ref = take(cached, 4)
     same(ref, take(TrainBatches(split, prep, seed=9, batch_size=8, workers=0, source="original"), 4))
-    same(ref, take(TrainBatches(split, prep, seed=9, batch_size=8, workers=0, source="memory"), 4))
+    calls.clear()
+    same(ref, take(TrainBatches(split, prep, seed=9, batch_size=8, workers=0, source="memory",
+                                progress=lambda desc, done, total: calls.append((done, total))), 4))
+    assert calls[-1] == (22, 22)
     # and the cache holds exactly the squashed originals at train_source_size()
     arr = np.load(next(tmp_path.glob("*.npy")), mmap_mode="r")
     np.testing.assert_array_equal(arr[3], resize_image(split.image(3), prep.train_cache()))
@@ -279,7 +349,8 @@ def test_cache_memory_and_original_give_identical_batches(split, prep, tmp_path)
 
 def test_inception_memory_equals_original_and_is_cut_from_the_original(split):
     ref = take(TrainBatches(split, INCEPTION, seed=2, batch_size=8, workers=0, source="original"), 3)
-    same(ref, take(TrainBatches(split, INCEPTION, seed=2, batch_size=8, workers=0, source="memory"), 3))
+    with TrainBatches(split, INCEPTION, seed=2, batch_size=8, workers=2, source="memory") as tb:  # forked RAM copy
+        same(ref, take(tb, 3))
     # a crop of the squashed 16x16 square (what the old cache held) is not what the loader delivers
     step, x, _ = ref[0]
     idx = np.sort(next(batch_stream(len(split), 8, torch.Generator().manual_seed(2))))
@@ -325,4 +396,16 @@ def test_corrupt_image_is_one_vitbench_error_line_from_a_worker(workers):
     msg = str(info.value)
     assert type(info.value) is VitbenchError and "\n" not in msg
     assert "broken/img_006.png" in msg and "index 6" in msg and "DataLoader" not in msg
+    tb.close()
+
+
+def test_a_killed_worker_is_one_vitbench_error_line(split):
+    tb = TrainBatches(split, NONE, seed=0, batch_size=8, workers=1, source="original")
+    it = iter(tb)
+    next(it)
+    os.kill(tb._iters[0]._workers[0].pid, signal.SIGKILL)  # as the out-of-memory killer would
+    with pytest.raises(VitbenchError, match="loader process died") as info:
+        for _ in range(20):
+            next(it)
+    assert "\n" not in str(info.value)
     tb.close()

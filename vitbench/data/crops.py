@@ -28,7 +28,7 @@ import struct
 import numpy as np
 from PIL import Image
 
-from vitbench.data.resize import Preprocessing, resize_image
+from vitbench.data.resize import Preprocessing, resize_image, tf_bilinear_resize
 from vitbench.errors import VitbenchError
 
 TF_AREA_RANGE = (0.05, 1.0)  # vit_jax passes area_range=(0.05, 1.0); big_vision area_min=5, area_max=100
@@ -71,9 +71,10 @@ def _lrintf(x) -> int:
 
 
 def _generate_random_crop(width: int, height: int, min_rel: np.float32, max_rel: np.float32,
-                          aspect: np.float32, bits: np.ndarray) -> tuple[int, int, int, int] | None:
+                          aspect: np.float32, uniform) -> tuple[int, int, int, int] | None:
     """`GenerateRandomCrop` of the TF kernel: (top, left, h, w), or None when the constraints cannot be met.
-    `bits` are three uint32 draws: crop height, y offset, x offset (each used only where the kernel draws)."""
+    `uniform(n, k)` is an integer in [0, n) for the kernel's k-th draw of the attempt (1: crop height,
+    2: y offset, 3: x offset), each requested only where the kernel draws."""
     if max_rel <= 0 or aspect <= 0 or width <= 0 or height <= 0 or min_rel > max_rel:
         return None
     min_area = _F32(_F32(min_rel * _F32(width)) * _F32(height))  # float * int * int, left to right, in float
@@ -88,7 +89,7 @@ def _generate_random_crop(width: int, height: int, min_rel: np.float32, max_rel:
     max_h = min(max_h, height)
     h = min(h, max_h)
     if h < max_h:
-        h += _uniform(bits[0], max_h - h + 1)  # closed range [h, max_h]
+        h += uniform(max_h - h + 1, 1)  # closed range [h, max_h]
     w = _lrintf(_F32(h) * aspect)
     area = _F32(w * h)
     if area < min_area:  # rounding put the area below the range: one row more
@@ -101,9 +102,26 @@ def _generate_random_crop(width: int, height: int, min_rel: np.float32, max_rel:
         area = _F32(w * h)
     if area < min_area or area > max_area or w > width or h > height or w <= 0 or h <= 0:
         return None
-    top = _uniform(bits[1], height - h) if h < height else 0  # [0, height - h): the kernel's half-open range
-    left = _uniform(bits[2], width - w) if w < width else 0
+    top = uniform(height - h, 2) if h < height else 0  # [0, height - h): the kernel's half-open range
+    left = uniform(width - w, 3) if w < width else 0
     return top, left, h, w
+
+
+def sample_box(height: int, width: int, rand_float, uniform, area_range=TF_AREA_RANGE, aspect_range=TF_ASPECT_RANGE,
+               max_attempts: int = TF_MAX_ATTEMPTS) -> tuple[int, int, int, int]:
+    """The kernel's attempt loop (`SampleDistortedBoundingBoxBaseOp::DoCompute` with no boxes and
+    `min_object_covered=0`) over any source of draws: `rand_float(attempt)` -> float32 in [0, 1) for the aspect
+    ratio, `uniform(n, k)` as in `_generate_random_crop`. `distorted_box` is this with keyed numpy draws; the
+    tests drive it with TF's own Philox stream and compare with TensorFlow's op."""
+    lo, hi = _F32(aspect_range[0]), _F32(aspect_range[1])
+    min_rel, max_rel = _F32(area_range[0]), _F32(area_range[1])
+    for attempt in range(max_attempts):
+        aspect = _F32(_F32(rand_float(attempt) * _F32(hi - lo)) + lo)
+        # a generated crop has area >= 1 and covers >= 0 % of the implicit whole-image box: it is accepted
+        box = _generate_random_crop(int(width), int(height), min_rel, max_rel, aspect, uniform)
+        if box is not None:
+            return box
+    return 0, 0, int(height), int(width)
 
 
 def distorted_box(height: int, width: int, rng: np.random.Generator, area_range=TF_AREA_RANGE,
@@ -115,19 +133,21 @@ def distorted_box(height: int, width: int, rng: np.random.Generator, area_range=
     in [lrintf(sqrt(min_area / aspect)), max_height] where max_height = lrintf(sqrt(max_area / aspect)), capped
     so that lrintf(max_height * aspect) <= width and max_height <= height; width = lrintf(height * aspect); one
     row more (less) when rounding put the area below (above) the range; offsets uniform in
-    [0, size - crop) (so a crop smaller than the image never touches its bottom/right edge, as in TF). A crop
-    always covers the whole implicit box's required 0 % and has area >= 1, so the first valid attempt wins;
-    after `max_attempts` invalid ones the whole image is returned. One block of max_attempts x 4 uint32 is
-    drawn from `rng` whatever happens, so the draws after it do not depend on the attempts."""
+    [0, size - crop) (so a crop smaller than the image never touches its bottom/right edge, as in TF). The
+    first valid attempt wins; after `max_attempts` invalid ones the whole image is returned. One block of
+    max_attempts x 4 uint32 is drawn from `rng` whatever happens (column 0: the aspect's RandFloat, 1-3: the
+    kernel's Uniform draws of that attempt), so the draws after it do not depend on the attempts."""
     bits = _uint32(rng, (max_attempts, 4))
-    lo, hi = _F32(aspect_range[0]), _F32(aspect_range[1])
-    min_rel, max_rel = _F32(area_range[0]), _F32(area_range[1])
-    for attempt in range(max_attempts):
-        aspect = _F32(_F32(_rand_float(bits[attempt, 0]) * _F32(hi - lo)) + lo)
-        box = _generate_random_crop(int(width), int(height), min_rel, max_rel, aspect, bits[attempt, 1:])
-        if box is not None:
-            return box
-    return 0, 0, int(height), int(width)
+    state = {"attempt": 0}
+
+    def rand_float(attempt: int) -> np.float32:
+        state["attempt"] = attempt
+        return _rand_float(bits[attempt, 0])
+
+    def uniform(n: int, k: int) -> int:
+        return _uniform(bits[state["attempt"], k], n)
+
+    return sample_box(height, width, rand_float, uniform, area_range, aspect_range, max_attempts)
 
 
 def random_crop_offsets(height: int, width: int, size: int, rng: np.random.Generator) -> tuple[int, int]:
@@ -156,8 +176,12 @@ def _as_array(img) -> np.ndarray:
 
 def _squash(img, side_prep: Preprocessing) -> np.ndarray:
     """`img` squashed to `side_prep.size` square with the prep's resize (exactly what the decoded cache holds)."""
-    pil = img if isinstance(img, Image.Image) else Image.fromarray(_as_array(img))
-    return resize_image(pil, side_prep)
+    if not isinstance(img, Image.Image):
+        arr = _as_array(img)
+        if side_prep.resize_impl == "tf" and side_prep.interpolation == "bilinear":  # resize_image's own path, minus 2 copies
+            return tf_bilinear_resize(arr, side_prep.size, side_prep.size)
+        img = Image.fromarray(arr)
+    return resize_image(img, side_prep)
 
 
 def train_source(img, prep_train: Preprocessing) -> np.ndarray:

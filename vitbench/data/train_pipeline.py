@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -60,11 +59,19 @@ def index_batches(n: int, batch_size: int, seed: int, start_step: int = 0):
         yield step, np.sort(next(stream))
 
 
-def default_workers(device: str | None = None) -> int:
-    """Loader processes when the caller does not say: min(4, cores - 1) when training on CUDA (the GPU waits
-    for the host otherwise), 0 on CPU, where the model needs every core (BENCHMARKS.md)."""
+def default_workers(device: str | None = None, source: str = "original") -> int:
+    """Loader processes per rank when the caller does not say, from the cores this rank may use (the machine's
+    cores / torchrun's LOCAL_WORLD_SIZE). CUDA: the GPU must never wait for the host, so cores - 1, at most 4
+    for "cache" (one core crops about 2,000 images/s at 384 px) and at most 8 for "original" / "memory" (one core
+    decodes and crops 250-550 images/s of VTAB-sized JPEGs at 384 px). CPU: the model needs the cores; one
+    worker (when there are >= 2) for "original" / "memory", none for "cache", whose crops cost under 1 % of
+    a ViT-Ti/16 training step in-process (BENCHMARKS.md "Fine-tuning input pipeline")."""
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    cores = max(1, (os.cpu_count() or 1) // local)
     cuda = torch.cuda.is_available() if device is None else str(device).startswith("cuda")
-    return max(0, min(4, (os.cpu_count() or 1) - 1)) if cuda else 0
+    if cuda:
+        return max(0, min(4 if source == "cache" else 8, cores - 1))
+    return 1 if cores >= 2 and source != "cache" else 0
 
 
 def estimate_original_bytes(split, probe: int = _PROBE_IMAGES) -> int:
@@ -118,15 +125,19 @@ class _StepBatches(torch.utils.data.Dataset):
     def __getitem__(self, key):
         step, lo, indices = key
         s = self.prep.size
-        out = np.empty((len(indices), s, s, 3), dtype=np.uint8)
+        in_worker = torch.utils.data.get_worker_info() is not None
+        images = torch.empty((len(indices), s, s, 3), dtype=torch.uint8)
+        if in_worker:  # filled in place in shared memory: handing the batch over copies nothing
+            images.share_memory_()
+        out = images.numpy()
         try:
             for j, i in enumerate(indices):
                 out[j] = self._one(int(i), crops.example_rng(self.seed, step, lo + j))
         except VitbenchError as exc:
-            if torch.utils.data.get_worker_info() is None:
+            if not in_worker:
                 raise
             return _Failure(exc)
-        return step, torch.from_numpy(out), torch.from_numpy(self.labels[np.asarray(indices, dtype=np.int64)])
+        return step, images, torch.from_numpy(self.labels[np.asarray(indices, dtype=np.int64)])
 
 
 class _StepSampler(torch.utils.data.Sampler):
@@ -143,8 +154,11 @@ def _worker_init(_worker_id: int) -> None:
 
 
 def _mp_context():
-    # ImageSplit holds closures over its reader: hand them to workers by fork, not by pickling
-    return multiprocessing.get_context("fork") if sys.platform.startswith("linux") else None
+    """The fork start method: ImageSplit holds closures over its reader, which reach forked workers without
+    pickling (spawn / forkserver would have to pickle them, and cannot). None where fork does not exist."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    return multiprocessing.get_context("fork")
 
 
 class TrainBatches:
@@ -154,6 +168,14 @@ class TrainBatches:
                  rank: int = 0, world: int = 1, workers: int | None = None, source: str = "auto",
                  cache_dir=None, progress=None, pin_memory: bool = False, device: str | None = None,
                  prefetch_factor: int = 2):
+        """`split`: an ImageSplit; `prep_train`: the training Preprocessing (`train_crop`, `hflip`, `train_resize`,
+        resize fields); `seed`: the cell seed (index stream and crops); `start_step`: steps already trained
+        (the first batch is step start_step + 1); `rank` / `world`: this process's share of each global batch;
+        `workers`: DataLoader processes (None: `default_workers`); `source`: one of SOURCES; `cache_dir`: the
+        decoded-image cache folder as `cached_resized_images` takes it (None: `$VITBENCH_CACHE_DIR/images`);
+        `progress(desc, done, total)`: called while the cache or the RAM copy is built; `pin_memory`: pinned
+        batches for asynchronous host-to-GPU copies; `device`: the training device, for the default worker
+        count; `prefetch_factor`: batches each worker prepares ahead."""
         if source not in SOURCES:
             raise VitbenchError(f"unknown training image source {source!r}; use one of {list(SOURCES)}")
         if batch_size < 1:
@@ -179,9 +201,12 @@ class TrainBatches:
             cache_key = cache_file(split, prep_train.train_cache(), cache_dir).stem
         elif chosen == "memory":
             images = _decode_all(split, prep_train, progress)
-        self.workers = default_workers(device) if workers is None else int(workers)
+        self.workers = default_workers(device, chosen) if workers is None else int(workers)
         if self.workers < 0:
             raise VitbenchError(f"loader workers must be >= 0, got {workers}")
+        workers_note = None
+        if self.workers and _mp_context() is None:  # e.g. Windows: no fork, and the split cannot be pickled
+            self.workers, workers_note = 0, "no fork start method on this platform: images are loaded in-process"
         self.pin_memory, self.prefetch_factor = bool(pin_memory), int(prefetch_factor)
         self._dataset = _StepBatches(split, prep_train, self.seed, chosen, images)
         self._iters: list = []
@@ -191,6 +216,8 @@ class TrainBatches:
             "cache_key": cache_key, "rank": rank, "world": world, "per_rank_batch": self.hi - self.lo,
             "start_step": self.start_step,
         }
+        if workers_note:
+            self.info["workers_note"] = workers_note
 
     def __iter__(self):
         """(step, images uint8 [B/W, S, S, 3], labels int64 [B/W]) from step start_step + 1 on; each call to
@@ -205,10 +232,19 @@ class TrainBatches:
         it = iter(loader)
         self._iters.append(it)
         try:
-            for item in it:
+            while True:
+                try:
+                    item = next(it)
+                except RuntimeError as exc:
+                    if "DataLoader worker" not in str(exc):
+                        raise
+                    first = str(exc).strip().splitlines()[0]  # e.g. killed by the kernel's out-of-memory killer
+                    raise VitbenchError(f"a training-image loader process died ({first}); pass fewer loader workers "
+                                        "or free memory, then run again") from None
                 if isinstance(item, _Failure):
                     raise item.kind(item.message)
-                yield item
+                step, images, labels = item  # DataLoader hands tuples over as lists
+                yield step, images, labels
         finally:
             self._shutdown(it)
 
