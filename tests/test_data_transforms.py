@@ -8,7 +8,7 @@ from PIL import Image
 
 from vitbench.data import load_split
 from vitbench.data.image_cache import cache_file
-from vitbench.data.transforms import Preprocessing, normalize, preprocessing_for, resize_image, resized_images, train_augment
+from vitbench.data.transforms import Preprocessing, normalize, preprocessing_for, resize_image, resized_images
 from vitbench.errors import VitbenchError
 from vitbench.suites import SourceSpec, TaskSpec
 
@@ -42,18 +42,6 @@ def test_normalize_google_range():
     out = normalize(batch, Preprocessing(size=1))
     assert out.shape == (1, 3, 1, 1)
     assert out.flatten().tolist() == pytest.approx([-1.0, 128 / 255 * 2 - 1, 1.0], abs=1e-6)
-
-
-def test_train_augment_deterministic_and_in_range():
-    prep = Preprocessing(size=16)
-    batch = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8))
-    a = train_augment(batch, prep, torch.Generator().manual_seed(1))
-    b = train_augment(batch, prep, torch.Generator().manual_seed(1))
-    c = train_augment(batch, prep, torch.Generator().manual_seed(2))
-    assert a.shape == (4, 3, 16, 16) and torch.equal(a, b) and not torch.equal(a, c)
-    assert a.min() >= -1.0 and a.max() <= 1.0
-    plain = Preprocessing(size=16, train_crop="none", hflip=False)
-    assert torch.allclose(train_augment(batch, plain, torch.Generator()), normalize(batch, plain))
 
 
 def test_decoded_cache_reused(tmp_path):

@@ -8,11 +8,10 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from scipy import ndimage
 
-from vitbench.data.transforms import resize_image, train_augment
+from vitbench.data import crops
 from vitbench.planner import method_params
 from vitbench.runners.finetune import train_preprocessing
 from vitbench.data.transforms import Preprocessing
@@ -25,9 +24,9 @@ def augment(task_name: str, images: list[np.ndarray], seed: int, suite: str = "v
     s = load_suite(suite)
     params = method_params(s, "finetune", {"img_size": SIZE}, s.task(task_name))
     prep = train_preprocessing(Preprocessing(size=SIZE, resize_impl=params.resize_impl), params)
-    cache = np.stack([resize_image(Image.fromarray(im), prep.train_cache()) for im in images])
-    out = train_augment(torch.from_numpy(cache), prep, torch.Generator().manual_seed(seed))
-    return ((out * 0.5 + 0.5) * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()[..., 0]
+    # what the fine-tuning input pipeline computes for each example (vitbench/data/train_pipeline.py)
+    return np.stack([crops.augment_original(Image.fromarray(im), prep, crops.example_rng(seed, 1, slot))
+                     for slot, im in enumerate(images)])[..., 0]
 
 
 def sprites(xs):
@@ -129,8 +128,7 @@ def test_resize_crop_is_448_to_384_and_uniform():
     prep = Preprocessing(size=384, train_crop="resize_crop")
     assert prep.train_source_size() == 448 and prep.train_cache().size == 448
     assert Preprocessing(size=64, train_crop="resize_crop", train_resize=80).train_source_size() == 80
-    batch = torch.arange(8 * 8, dtype=torch.float32).reshape(1, 8, 8, 1).repeat(1, 1, 1, 3).to(torch.uint8)
-    small = Preprocessing(size=6, train_crop="resize_crop", train_resize=8, hflip=False, mean=(0, 0, 0), std=(1, 1, 1))
-    gen = torch.Generator().manual_seed(0)
-    corners = {int(round(float(train_augment(batch, small, gen)[0, 0, 0, 0]) * 255)) for _ in range(200)}
+    image = np.arange(8 * 8, dtype=np.uint8).reshape(8, 8, 1).repeat(3, axis=2)
+    small = Preprocessing(size=6, train_crop="resize_crop", train_resize=8, hflip=False)
+    corners = {int(crops.augment_source(image, small, crops.example_rng(0, 1, slot))[0, 0, 0]) for slot in range(200)}
     assert corners == {r * 8 + c for r in range(3) for c in range(3)}  # every offset in [0, 2] x [0, 2]

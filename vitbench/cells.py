@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vitbench.hashing import canonical_json, json_sha256  # noqa: F401  (canonical_json re-exported)
+from vitbench.runners.checkpoint import DEFAULT_POLICY, CheckpointPolicy
 from vitbench.spec import TaskSpec
 
 # Bump when a protocol change alters numbers for an unchanged config, so old records stop matching.
@@ -103,6 +104,9 @@ def no_progress(description: str, done: int, total: int) -> None:
     """Default progress callback: does nothing. The CLI passes one that drives a rich progress bar."""
 
 
+PRECISIONS = ("auto", "fp32", "bf16")  # RunContext.precision
+
+
 @dataclass
 class RunContext:
     """Where and how cells run; not part of the cell key (it must not change the numbers)."""
@@ -114,6 +118,15 @@ class RunContext:
     num_threads: int | None = None  # torch + BLAS threads, applied by planner.execute; None: threads.default_threads()
     progress: ProgressFn = no_progress
     skip_corrupt: bool = False
+    # Per-cell files beside the record (`<record path without .json>`: `.ckpt.pt`, `.steps.jsonl`), set by the
+    # worker for each cell; None: the runner keeps no checkpoint and no step log.
+    cell_files: Path | None = None
+    checkpoint: CheckpointPolicy = DEFAULT_POLICY  # --checkpoint-every / --keep-checkpoints
+    compile: bool = False  # --compile: torch.compile the training model
+    grad_checkpointing: bool = False  # --grad-checkpointing: recompute activations in backward (memory for time)
+    precision: str = "auto"  # --precision: auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    loader_workers: int | None = None  # --loader-workers: training input processes (None: the runner's choice)
+    log_every: int = 50  # --log-every: steps between device syncs, step-log flushes and progress updates
 
 
 @dataclass

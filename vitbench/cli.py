@@ -10,6 +10,7 @@ from vitbench.threads import quiet_openmp_env
 
 quiet_openmp_env()  # before anything imports torch: OpenMP reads its wait policy once, at load
 
+import dataclasses
 import json
 import os
 import signal
@@ -60,6 +61,14 @@ PosInterpOpt = Annotated[Optional[str], typer.Option("--pos-interp", help="Posit
 SkipCorruptOpt = Annotated[bool, typer.Option("--skip-corrupt", help="Skip unreadable images instead of stopping (counted in each record's split provenance).")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch and BLAS (default: $OMP_NUM_THREADS if set, else every core this process may use; idle threads sleep: OMP_WAIT_POLICY=PASSIVE unless set). Recorded in each record.")]
 ReportOpt = Annotated[bool, typer.Option("--report/--no-report", help="Write the HTML + CSV report when done.")]
+# How training cells run (never part of a cell key): run / finetune.
+CheckpointEveryOpt = Annotated[str, typer.Option("--checkpoint-every", help="Save a training cell's state beside its record every N steps and/or time: 500, 10m, 1.5h, 500,10m, or off. A killed or requeued run resumes from it.")]
+KeepCheckpointsOpt = Annotated[bool, typer.Option("--keep-checkpoints", help="Keep each cell's checkpoint after its record is written (default: deleted then).")]
+CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the model for training (faster steps after a one-off compile).")]
+GradCkptOpt = Annotated[bool, typer.Option("--grad-checkpointing", help="Recompute activations in the backward pass: less memory for big models, more compute.")]
+ExecPrecisionOpt = Annotated[str, typer.Option("--precision", help="Fine-tuning arithmetic: auto (bf16 autocast with fp32 weights on CUDA, fp32 on CPU), fp32 or bf16.")]
+LoaderWorkersOpt = Annotated[Optional[int], typer.Option("--loader-workers", help="Processes decoding and augmenting training images (0: in the main process; default: the runner's choice).")]
+LogEveryOpt = Annotated[int, typer.Option("--log-every", help="Training steps between loss read-backs (device syncs), step-log lines and progress updates.")]
 
 
 def _int_list(text: str | None, name: str, minimum: int) -> list[int] | None:
@@ -112,8 +121,9 @@ def _execute(
     verbose: bool = False,
     threads: int | None = None,
     study: StudyOptions | None = None,
+    execution: dict[str, Any] | None = None,
 ) -> None:
-    from vitbench import executors, fsutil, planner, results
+    from vitbench import distributed, executors, fsutil, planner, results
     from vitbench.suites import load_suite
     from vitbench.threads import check_threads
 
@@ -124,20 +134,25 @@ def _execute(
         suite, suite.run_models(_csv(model)), methods, weights=suite.run_weights(weights), tasks=_csv(tasks),
         overrides=planner.route_overrides(methods, options), pos_interp=suite.run_pos_interp(pos_interp),
     )
-    auto_shard = None if shard else executors.env_shard()  # inside a SLURM array or under torchrun
+    auto_shard = None if shard else executors.env_shard()  # inside a SLURM array or under an MPI-style launcher
+    team = distributed.launched_by_torchrun()  # torchrun: the processes run each cell together (DDP)
+    follower = team and os.environ.get("RANK", "0") != "0"  # rank 0 alone prints, writes and reports
+    say = (lambda *a, **k: None) if follower else out.print
     if auto_shard:
-        out.print(f"shard {auto_shard[0][0]}/{auto_shard[0][1]} (from {auto_shard[1]})")
+        say(f"shard {auto_shard[0][0]}/{auto_shard[0][1]} (from {auto_shard[1]})")
     run_start = time.time()  # records written from here on by other workers count as settled for this run
     # --dry-run opens no data: a recorded cell counts as done; a real run also checks the record's data identity
     check = None
-    if not dry_run:
+    if not dry_run and not follower:  # a follower runs rank 0's plan
         from vitbench.data import fingerprint
 
         fingerprint.forget()  # look at the data as it is now
         check = lambda c: _current_data(fingerprint, c, data_root, cache_dir)  # noqa: E731
     the_plan = planner.plan(cells, out_dir, force=force, shard=planner.parse_shard(shard) or (auto_shard and auto_shard[0]),
                             data_fingerprint=check)
-    out.print(
+    if dry_run and follower:
+        return
+    say(
         f"[bold]{suite.name}[/]: {len(the_plan.cells)} cells "
         f"({len(the_plan.todo)} to run, {len(the_plan.done)} already done) -> {out_dir}"
     )
@@ -150,20 +165,69 @@ def _execute(
     from vitbench.features import default_cache_dir, forget_splits  # imports torch: only for a real run
 
     forget_splits()  # splits kept between cells are read again as the data is now
-    fsutil.sweep_stale_temps(out_dir)  # temp files of killed runs (their pid is gone)
+    if not follower:
+        fsutil.sweep_stale_temps(out_dir)  # temp files of killed runs (their pid is gone), checkpoints' included
 
-    fsutil.sweep_stale_temps(default_cache_dir(cache_dir) / "features", default_cache_dir(cache_dir) / "images", recursive=False)
-    if the_plan.todo:
-        results.ensure_writable(out_dir)
+        fsutil.sweep_stale_temps(default_cache_dir(cache_dir) / "features", default_cache_dir(cache_dir) / "images", recursive=False)
+        if the_plan.todo:
+            results.ensure_writable(out_dir)
     study = study or StudyOptions()
     study.extra["report"] = report
-    device_name = _device(device or (executors.env_device() if auto_shard else None))
-    settings = settings_for(out_dir, data_root, cache_dir, device_name, skip_corrupt, run_start, study, threads=threads)
+    device_name = _device(device or (executors.env_device() if auto_shard or team else None))
+    settings = settings_for(out_dir, data_root, cache_dir, device_name, skip_corrupt, run_start, study, threads=threads,
+                            execution=execution)
     if auto_shard:
         study.workers = 1  # the launcher already made one process per GPU
-    code = run_study(the_plan, suite.name, out_dir, settings, study)
+    if team:
+        code = _run_team(the_plan, suite.name, out_dir, settings, study, follower)
+    else:
+        code = run_study(the_plan, suite.name, out_dir, settings, study)
     if code:
         raise typer.Exit(code)
+
+
+def _run_team(the_plan, suite_name: str, out_dir: Path, settings, study: StudyOptions, follower: bool) -> int:
+    """Under torchrun: every process runs rank 0's plan, cell by cell together (DDP); rank 0 reports."""
+    from vitbench import distributed
+    from vitbench.worker import run_cells
+
+    if study.executor != "local" or (study.workers or 1) > 1:
+        raise VitbenchError("under torchrun the processes run each cell together (DDP): use the default "
+                            "--executor local without --workers, or launch vitbench without torchrun")
+    study.workers = 1
+    settings = dataclasses.replace(settings, device=distributed.local_device(settings.device))  # cuda -> cuda:LOCAL_RANK
+    distributed.init(settings.device)
+    try:
+        keys = distributed.broadcast_object([c.key for c in the_plan.todo])  # plans made a moment apart may differ
+        by_key = {c.key: c for c in the_plan.cells}
+        if any(k not in by_key for k in keys):
+            raise VitbenchError("under torchrun every process must run the same command; rank 0 planned other cells")
+        the_plan.todo = [by_key[k] for k in keys]
+        if not follower:
+            return run_study(the_plan, suite_name, out_dir, settings, study)
+        if not the_plan.todo:  # rank 0 runs no loop either
+            return 0
+        outcome = run_cells(the_plan.todo, out_dir, settings.context(), fail_fast=settings.fail_fast,
+                            run_start=settings.run_start)
+        return 1 if outcome.failed or outcome.stopped else 0
+    finally:
+        distributed.shutdown()
+
+
+def execution_options(checkpoint_every: str | None = "30m", keep_checkpoints: bool = False, compile: bool = False,
+                      grad_checkpointing: bool = False, precision: str = "auto", loader_workers: int | None = None,
+                      log_every: int = 50) -> dict[str, Any]:
+    """How cells run (`Settings` / `RunContext` fields, never in a cell key), checked: one line for a bad value."""
+    from vitbench.cells import PRECISIONS
+    from vitbench.runners.checkpoint import CheckpointPolicy
+
+    if precision not in PRECISIONS:
+        raise VitbenchError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if loader_workers is not None and loader_workers < 0:
+        raise VitbenchError(f"--loader-workers must be >= 0, got {loader_workers}")
+    return {"checkpoint": CheckpointPolicy.parse(checkpoint_every, keep=keep_checkpoints), "compile": compile,
+            "grad_checkpointing": grad_checkpointing, "precision": precision, "loader_workers": loader_workers,
+            "log_every": _pos_int(log_every, "log-every")}
 
 
 def _study(executor, workers, fail_fast, report_dir, progress_every, partition, time_min, gpus_per_node, account, jobs, wait) -> StudyOptions:
@@ -235,12 +299,21 @@ def run(
     account: AccountOpt = None,
     jobs: JobsOpt = None,
     wait: WaitOpt = False,
+    checkpoint_every: CheckpointEveryOpt = "30m",
+    keep_checkpoints: KeepCheckpointsOpt = False,
+    compile: CompileOpt = False,
+    grad_checkpointing: GradCkptOpt = False,
+    precision: ExecPrecisionOpt = "auto",
+    loader_workers: LoaderWorkersOpt = None,
+    log_every: LogEveryOpt = 50,
 ) -> None:
     """Run a suite: every task x model x method x params x seed; finished cells are skipped (resume)."""
     options = {"shots": _int_list(shots, "shots", 1), "seeds": _int_list(seeds, "seeds", 0), "img_size": img_size,
                "steps": _pos_int(steps, "steps"), "lr": _positive(lr, "lr")}
     _execute(_suite_or_fail(suite), model, weights, method, tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir,
              options, report, pos_interp, skip_corrupt, verbose=verbose, threads=threads,
+             execution=execution_options(checkpoint_every, keep_checkpoints, compile, grad_checkpointing, precision,
+                                         loader_workers, log_every),
              study=_study(executor, workers, fail_fast, report_dir, progress_every, partition, time_min, gpus_per_node, account, jobs, wait))
 
 
@@ -338,6 +411,13 @@ def finetune(
     account: AccountOpt = None,
     jobs: JobsOpt = None,
     wait: WaitOpt = False,
+    checkpoint_every: CheckpointEveryOpt = "30m",
+    keep_checkpoints: KeepCheckpointsOpt = False,
+    compile: CompileOpt = False,
+    grad_checkpointing: GradCkptOpt = False,
+    precision: ExecPrecisionOpt = "auto",
+    loader_workers: LoaderWorkersOpt = None,
+    log_every: LogEveryOpt = 50,
 ) -> None:
     """Full fine-tuning with a new zero-initialised head (paper recipe: SGD 0.9, cosine, clip 1)."""
     options = {
@@ -347,6 +427,8 @@ def finetune(
     }
     _execute(suite, model, weights, "finetune", tasks, out_dir, force, dry_run, shard, device, data_root, cache_dir, options,
              report, pos_interp, skip_corrupt, verbose=verbose, threads=threads,
+             execution=execution_options(checkpoint_every, keep_checkpoints, compile, grad_checkpointing, precision,
+                                         loader_workers, log_every),
              study=_study(executor, workers, fail_fast, report_dir, progress_every, partition, time_min, gpus_per_node, account, jobs, wait))
 
 

@@ -1,13 +1,15 @@
 """Where the worker loop runs: in this process, in one process per GPU, or as a SLURM job array (submitit).
 
 - `env_shard()`: inside a SLURM array (SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT) or under a launcher that
-  sets RANK / WORLD_SIZE (torchrun, MPI-style), the shard i/n of this process, so `--shard` is not typed by
-  hand; `env_device()` picks the process's GPU from LOCAL_RANK / SLURM_LOCALID.
+  sets RANK / WORLD_SIZE (MPI-style), the shard i/n of this process, so `--shard` is not typed by hand; under
+  torchrun the processes share every cell instead (DDP, `vitbench/distributed.py`), so no shard;
+  `env_device()` picks the process's GPU from LOCAL_RANK / SLURM_LOCALID.
 - `run_local(...)`: `--executor local`; one worker process per visible GPU (`--workers`, default the GPU
   count, 1 on CPU: in-process). Workers share the plan and claim cells by lock file (`vitbench/locks.py`).
 - `submit_slurm(...)`: `--executor slurm`; one array task per group of cells (a final cell with its selection
   cells), through submitit (`pip install 'vitbench[slurm]'`), requeued on preemption or time-out: the
-  requeued task resumes, since finished cells have records and its own stale lock is taken over at once.
+  requeued task resumes, since finished cells have records, its own stale lock is taken over at once and the
+  interrupted cell's checkpoint is in the results folder.
 Exercised by `vitbench run --executor local|slurm`.
 """
 
@@ -23,13 +25,17 @@ from typing import Any
 
 from vitbench.cells import Cell, RunContext
 from vitbench.errors import VitbenchError
+from vitbench.runners.checkpoint import DEFAULT_POLICY, CheckpointPolicy
 from vitbench.worker import Outcome, run_cells
 
 EXECUTORS = ("local", "slurm")
 
 
 def env_shard(environ: dict[str, str] | None = None) -> tuple[tuple[int, int], str] | None:
-    """((i, n), where it came from) for this process from its launcher's variables, or None."""
+    """((i, n), where it came from) for this process from its launcher's variables, or None (also under
+    torchrun, whose processes run each cell together)."""
+    from vitbench.distributed import launched_by_torchrun
+
     env = os.environ if environ is None else environ
     tid, count = env.get("SLURM_ARRAY_TASK_ID"), env.get("SLURM_ARRAY_TASK_COUNT")
     if tid is not None and count is not None and not env.get("VITBENCH_IN_JOB"):
@@ -37,6 +43,8 @@ def env_shard(environ: dict[str, str] | None = None) -> tuple[tuple[int, int], s
         i, n = int(tid) - lo + 1, int(count)  # array ids may start at any number (--array=1-8)
         if 1 <= i <= n:
             return (i, n), f"SLURM_ARRAY_TASK_ID={tid} of SLURM_ARRAY_TASK_COUNT={count}"
+    if launched_by_torchrun(env):
+        return None
     rank, world = env.get("RANK", env.get("PMI_RANK", env.get("OMPI_COMM_WORLD_RANK"))), \
         env.get("WORLD_SIZE", env.get("PMI_SIZE", env.get("OMPI_COMM_WORLD_SIZE")))
     if rank is not None and world is not None and int(world) > 1:
@@ -70,10 +78,19 @@ class Settings:
     run_start: float = field(default_factory=time.time)
     progress_every_s: float | None = None
     threads: int | None = None  # --threads (None: the process default)
+    # how cells run, never what they compute (RunContext's fields of the same names)
+    checkpoint: CheckpointPolicy = DEFAULT_POLICY
+    compile: bool = False
+    grad_checkpointing: bool = False
+    precision: str = "auto"
+    loader_workers: int | None = None
+    log_every: int = 50
 
     def context(self, device: str | None = None) -> RunContext:
         return RunContext(data_root=self.data_root, cache_dir=self.cache_dir, device=device or self.device,
-                          skip_corrupt=self.skip_corrupt, num_threads=self.threads)
+                          skip_corrupt=self.skip_corrupt, num_threads=self.threads, checkpoint=self.checkpoint,
+                          compile=self.compile, grad_checkpointing=self.grad_checkpointing, precision=self.precision,
+                          loader_workers=self.loader_workers, log_every=self.log_every)
 
 
 def run_quiet(cells: list[Cell], settings: Settings, device: str | None = None, tag: str = "worker", stop: Any = None) -> Outcome:
@@ -215,7 +232,8 @@ def _submitit():
 
 class StudyJob:
     """One array task: the worker loop on its cells. Checkpointable: on preemption or time-out submitit calls
-    `checkpoint`, which requeues the same task; it resumes since finished cells have records."""
+    `checkpoint`, which requeues the same task; it resumes since finished cells have records, and the cell it
+    was running resumes from its in-cell checkpoint beside the record (`vitbench/runners/checkpoint.py`)."""
 
     def __init__(self, cells: list[Cell], settings: Settings) -> None:
         self.cells = cells

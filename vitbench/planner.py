@@ -9,6 +9,7 @@ dev-split selection runs, always share a shard).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -230,12 +231,18 @@ def _execute(todo, out_dir, ctx, on_start, on_done) -> list[tuple[Cell, dict[str
                 )
             deps.append(rec)
         t0 = time.perf_counter()
-        result = runner_for(cell.method)(cell, ctx, deps)
+        from vitbench.runners.checkpoint import discard_if_recorded, remove_checkpoint
+
+        prefix = results.record_path(out_dir, cell).with_suffix("")  # checkpoint and step log beside the record
+        discard_if_recorded(prefix, results.record_path(out_dir, cell), cell.key)
+        result = runner_for(cell.method)(cell, dataclasses.replace(ctx, cell_files=prefix), deps)
         from vitbench.data.fingerprint import cell_data_fingerprint
 
         record = results.make_record(cell, result, time.perf_counter() - t0, ctx.device,
                                      data_fingerprint=cell_data_fingerprint(cell, ctx.data_root))
         path = results.write_record(out_dir, cell, record)
+        if not ctx.checkpoint.keep:
+            remove_checkpoint(prefix)
         written.append((cell, record, path))
         if on_done:
             on_done(cell, record, path)

@@ -281,10 +281,12 @@ def _dedupe(outcome) -> None:
 
 
 def settings_for(out_dir: Path, data_root, cache_dir, device: str, skip_corrupt: bool, run_start: float, opts: StudyOptions,
-                 threads: int | None = None):
-    """What every worker needs; `run_start` is taken before planning (records written since count as settled)."""
+                 threads: int | None = None, execution: dict[str, Any] | None = None):
+    """What every worker needs; `run_start` is taken before planning (records written since count as settled).
+    `execution`: Settings fields on how cells run (checkpoint, compile, grad_checkpointing, precision,
+    loader_workers, log_every), from `vitbench.cli.execution_options`."""
     from vitbench.executors import Settings
 
     return Settings(out_dir=Path(out_dir), data_root=data_root, cache_dir=cache_dir, device=device,
                     skip_corrupt=skip_corrupt, fail_fast=opts.fail_fast, run_start=run_start,
-                    progress_every_s=opts.progress_every, threads=threads)
+                    progress_every_s=opts.progress_every, threads=threads, **(execution or {}))

@@ -1,7 +1,7 @@
 """The data layer: task splits from TF-free sources with task_adaptation's exact slices and label maps.
 
 Public API: `load_split(task, split, *, data_root=None, skip_corrupt=False) -> ImageSplit`;
-`vitbench.data.transforms` (Preprocessing, preprocessing_for, resized_images, normalize, train_augment);
+`vitbench.data.transforms` (Preprocessing, preprocessing_for, resized_images, normalize); `crops` and `train_pipeline` (fine-tuning crops and batches);
 `vitbench.data.splits.parse_split`; `vitbench.data.labels.LABEL_TRANSFORMS`; `vitbench.data.real`
 (ReaL metric); `vitbench.data.prepare` (prepare / verify / info, behind `vitbench data ...`).
 """

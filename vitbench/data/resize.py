@@ -49,7 +49,8 @@ class Preprocessing:
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     train_crop: str = "inception"
     train_crop_scale: tuple[float, float] = (0.05, 1.0)
-    train_crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    # TF's sample_distorted_bounding_box default, which vit_jax and big_vision's inception_crop leave as is
+    train_crop_ratio: tuple[float, float] = (0.75, 1.33)
     hflip: bool = True
     resize_impl: str = "tf"
     train_resize: int | None = None  # "resize_crop" training: images resized to this square, then cropped to `size`

@@ -27,7 +27,12 @@ TRAIN_CROPS = ("inception", "resize_crop", "none")
 LR_SELECT = ("none", "dev")
 # The settings of one training run, written into each record's details["recipe"].
 RECIPE_FIELDS = ("steps", "lr", "batch_size", "warmup_steps", "momentum", "weight_decay", "grad_clip", "train_crop",
-                 "train_resize", "hflip", "micro_batch", "dropout", "sampling")
+                 "train_resize", "hflip", "micro_batch", "dropout", "sampling", "pipeline")
+# The training input pipeline's version (a key field, so records of an older pipeline never pass for new ones):
+# 2 = crops computed on the original image (TF's sample_distorted_bounding_box for "inception"), randomness
+# keyed by (seed, step, position in the batch): vitbench/data/train_pipeline.py. (1 cut crops from the
+# decoded resized cache with one sequential generator; no longer run.)
+PIPELINES = (2,)
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,7 @@ class FinetuneParams(MethodParams):
     # Training batches: "stream" = vit_jax's ds.repeat().shuffle().batch(), epochs reshuffled and crossed by
     # batches, so every step sees batch_size examples even when the split is smaller (`finetune.batch_stream`).
     sampling: str = "stream"
+    pipeline: int = 2
 
     def check(self, where: str) -> None:
         check_seeds(self.seeds, where)
@@ -76,6 +82,8 @@ class FinetuneParams(MethodParams):
             raise VitbenchError(f"{where}: finetune dropout must be in [0, 1), got {self.dropout!r}")
         if self.sampling != "stream":
             raise VitbenchError(f"{where}: finetune sampling must be 'stream' (the only batch sampler), got {self.sampling!r}")
+        if self.pipeline not in PIPELINES or isinstance(self.pipeline, bool):
+            raise VitbenchError(f"{where}: finetune pipeline must be one of {list(PIPELINES)} (the training input pipeline's version), got {self.pipeline!r}")
         if self.lr_select not in LR_SELECT:
             raise VitbenchError(f"{where}: finetune lr_select must be 'none' or 'dev', got {self.lr_select!r}")
         if self.train_crop not in TRAIN_CROPS or not isinstance(self.hflip, bool):

@@ -2,9 +2,17 @@
 
 Recipe (paper Table 4, §B.1.1): SGD momentum 0.9, no weight decay, global-norm clipping at 1, linear warm-up
 then cosine decay to 0 (update k at the schedule's step k-1, as optax), the task's training augmentation
-(inception crop, resize + random crop, or none; optional flip; VTAB per task, docs/preprocessing.md),
-squash-resize for evaluation; the whole test split is scored (vit_jax drops the last partial batch; we do
-not). `micro_batch` accumulates gradients over chunks of each update's batch; the batch stream is the same.
+computed on the ORIGINAL image (`vitbench/data/train_pipeline.py`: TF's sample_distorted_bounding_box
+inception crop, or resize + random crop, or none; optional flip; VTAB per task, docs/preprocessing.md),
+randomness keyed by (seed, step, position in the batch), squash-resize for evaluation; the whole test split
+is scored (vit_jax drops the last partial batch; we do not).
+
+Execution (never changes what is computed beyond float rounding; all recorded in the details): bf16 autocast
+on CUDA (`RunContext.precision`), micro-batches (`--micro-batch`, or probed on CUDA), DDP over the processes
+of `torchrun` (`vitbench/distributed.py`: each process takes its slice of every batch and of the test split,
+only rank 0 writes), in-cell checkpoints (`--checkpoint-every`, `vitbench/runners/checkpoint.py`): a killed
+run resumes from the last one and ends with the same weights, and a per-step JSONL log beside the record
+(`vitbench/runners/steplog.py`). The update itself is `vitbench/runners/trainer.py`.
 Exercised by `vitbench finetune` and `vitbench run --method finetune` (through `vitbench/methods/finetune.py`,
 which owns the parameters and the dev-split learning-rate selection).
 """
@@ -12,6 +20,8 @@ which owns the parameters and the dev-split learning-rate selection).
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,10 +29,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vitbench import finetune as recipe_math
 from vitbench.cells import Cell, CellResult, RunContext
+from vitbench.errors import CellFailed, VitbenchError
+
+PIPELINE = 2  # FinetuneParams.pipeline: crops on the original image, randomness keyed by (seed, step, slot)
 
 
 def _images(split, prep, ctx):
@@ -32,20 +44,22 @@ def _images(split, prep, ctx):
     return resized_images(split, prep, cache_dir=images_dir, progress=ctx.progress)
 
 
-@torch.inference_mode()
-def predict(model: torch.nn.Module, images: np.ndarray, prep, ctx: RunContext, desc: str = "eval") -> np.ndarray:
-    """Argmax class ids for uint8 NHWC `images`, in order, batch by batch."""
-    from vitbench.data.transforms import normalize
+def predict(trainer, images: np.ndarray, ctx: RunContext, *, rank: int = 0, world: int = 1, desc: str = "eval") -> np.ndarray:
+    """Argmax class ids for uint8 NHWC `images`, in order. Under DDP each process scores its contiguous slice
+    and the slices are gathered in rank order: every test example is scored exactly once."""
+    from vitbench import distributed as dist
 
-    model.eval()
+    trainer.module.eval()
+    n = len(images)
+    lo, hi = rank * n // world, (rank + 1) * n // world
     preds = []
-    n, bs = len(images), ctx.eval_batch_size
-    for start in range(0, n, bs):
-        batch = torch.from_numpy(np.array(images[start : start + bs])).to(ctx.device)
-        logits = model(normalize(batch, prep))
-        preds.append(logits.argmax(dim=1).cpu().numpy())
-        ctx.progress(desc, min(start + bs, n), n)
-    return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
+    for start in range(lo, hi, ctx.eval_batch_size):
+        stop = min(start + ctx.eval_batch_size, hi)
+        preds.append(trainer.predict(torch.from_numpy(np.array(images[start:stop]))).cpu().numpy())
+        if rank == 0:
+            ctx.progress(desc, stop - lo, hi - lo)
+    mine = np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
+    return np.concatenate(dist.all_gather_object(mine)) if world > 1 else mine
 
 
 def score(preds: np.ndarray, split, metric: str) -> dict[str, float]:
@@ -61,17 +75,64 @@ def train_preprocessing(prep, recipe):
     return dataclasses.replace(prep, train_crop=recipe.train_crop, hflip=recipe.hflip, train_resize=recipe.train_resize)
 
 
+def _loss_curve(losses: list[float], lrs: list[float], steps: int) -> list[dict[str, float]]:
+    """About 20 points: the mean training loss of each window of steps // 20 updates, and the window's last lr."""
+    every = max(1, steps // 20)
+    curve = []
+    for end in range(every, len(losses) + 1, every):
+        curve.append({"step": end, "lr": lrs[end - 1], "loss": float(np.mean(losses[end - every:end]))})
+    if losses and (not curve or curve[-1]["step"] != len(losses)):
+        start = curve[-1]["step"] if curve else 0
+        curve.append({"step": len(losses), "lr": lrs[-1], "loss": float(np.mean(losses[start:]))})
+    return curve
+
+
+def _first_bad(losses: list[float], first_step: int) -> int | None:
+    for i, value in enumerate(losses):
+        if not np.isfinite(value):
+            return first_step + i
+    return None
+
+
+def _rng_state(device: str) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if str(device).startswith("cuda"):
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: str) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and str(device).startswith("cuda"):
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
 def train_and_score(cell: Cell, ctx: RunContext, recipe: Mapping[str, Any]) -> CellResult:
     """Fine-tune `cell.model` on `cell.task` with `recipe` (`vitbench.methods.finetune.recipe`), score the eval split."""
+    import time
+
+    from vitbench import distributed as dist
     from vitbench.data import load_split
     from vitbench.data.order import check_class_coverage
-    from vitbench.data.transforms import preprocessing_for, train_augment
+    from vitbench.data.train_pipeline import TrainBatches
+    from vitbench.data.transforms import normalize, preprocessing_for
     from vitbench.models import create
+    from vitbench.models.backbone import state_dict_sha256
+    from vitbench.runners.checkpoint import CellCheckpoint
+    from vitbench.runners.steplog import StepLog
+    from vitbench.runners.trainer import Trainer, describe_precision
 
+    if dist.launched_by_torchrun() and not dist.active():
+        dist.init(ctx.device)
+    rank, world = dist.rank(), dist.world()
+    main = rank == 0
     # micro_batch travels on the cell, outside the key (the batch stream does not depend on it)
     recipe = SimpleNamespace(**{**recipe, "micro_batch": cell.micro_batch or recipe.get("micro_batch")})
+    if recipe.batch_size % world:
+        raise VitbenchError(f"batch size {recipe.batch_size} does not split over {world} processes; "
+                            f"run with a number of processes that divides it")
     task = cell.task
-    torch.manual_seed(cell.seed)
+    torch.manual_seed(cell.seed)  # the new head is zero; random-init weights and dropout draw from this
     model = create(cell.model, weights=cell.weights, img_size=cell.img_size, num_classes=task.num_classes,
                    pos_interp=cell.pos_interp, dropout=recipe.dropout)
     model.to(ctx.device)
@@ -87,68 +148,112 @@ def train_and_score(cell: Cell, ctx: RunContext, recipe: Mapping[str, Any]) -> C
     train_split, test_split = (load_split(task, name, data_root=ctx.data_root, skip_corrupt=ctx.skip_corrupt)
                                for name in (train_name, eval_name))
     coverage = check_class_coverage(task, train_name, train_split.labels, eval_name, test_split.labels)  # before decoding
-    train_images, test_images = _images(train_split, prep_train.train_cache(), ctx), _images(test_split, prep, ctx)
-
-    micro, n_micro = recipe_math.accumulation_steps(recipe.batch_size, recipe.micro_batch)
-    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    gen = torch.Generator().manual_seed(cell.seed)
-    labels = torch.from_numpy(np.asarray(train_split.labels, dtype=np.int64))
     n_train = len(train_split)
-    stream = recipe_math.batch_stream(n_train, recipe.batch_size, gen)  # every step sees batch_size examples
-    log_every = max(1, recipe.steps // 20)
-    loss_curve, running = [], []
-    model.train()
-    for step in range(1, recipe.steps + 1):
-        lr = recipe_math.update_lr(step, recipe.lr, recipe.steps, recipe.warmup_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        optimizer.zero_grad(set_to_none=True)
-        # the whole update's batch is drawn first and sorted (kinder to the memory map), then cut into
-        # micro-batches: the examples and their augmentation draws do not depend on the micro-batch size
-        batch_idx = np.sort(next(stream))
-        step_loss = 0.0
-        for lo in range(0, len(batch_idx), micro):
-            idx = batch_idx[lo : lo + micro]
-            batch = torch.from_numpy(train_images[idx]).to(ctx.device)  # fancy indexing copies: writable
-            target = labels[idx].to(ctx.device)
-            x = train_augment(batch, prep_train, gen)
-            # mean over the whole batch: each chunk's summed loss / batch size (exact for unequal chunks too)
-            loss = F.cross_entropy(model(x), target, reduction="sum") / len(batch_idx)
-            loss.backward()
-            step_loss += loss.item()
-        recipe_math.check_finite_loss(step_loss, step, lr)
-        running.append(step_loss)
-        if recipe.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-        optimizer.step()
-        if step % log_every == 0 or step == recipe.steps:
-            loss_curve.append({"step": step, "lr": lr, "loss": float(np.mean(running))})
-            running = []
-        ctx.progress(f"finetune {task.name}", step, recipe.steps)
+    if n_train < 1:
+        raise VitbenchError(f"task {task.name!r} split {train_name!r} is empty; nothing to fine-tune on")
 
-    preds = predict(model, test_images, prep, ctx, desc=f"eval {task.name}")
+    trainer = Trainer(model, device=ctx.device, global_batch=recipe.batch_size, micro_batch=recipe.micro_batch,
+                      momentum=recipe.momentum, weight_decay=recipe.weight_decay, grad_clip=recipe.grad_clip,
+                      precision=ctx.precision, compile=ctx.compile, grad_checkpointing=ctx.grad_checkpointing,
+                      world=world, normalize=lambda x: normalize(x, prep_train), img_px=prep.size)
+    ckpt = CellCheckpoint(ctx.cell_files, cell.key, ctx.checkpoint, writer=main, sync_every=ctx.log_every)
+    state = ckpt.load()
+    if state and state.get("train_fingerprint") != train_split.fingerprint:  # the data changed since it was saved
+        warnings.warn(f"checkpoint {ckpt.path} was trained on other data than {train_name!r} has now; the cell starts from step 0",
+                      stacklevel=2)
+        state = None
+    start = int(state["step"]) if state else 0
+    if world > 1 and dist.all_gather_object(start) != [start] * world:
+        raise VitbenchError(f"the checkpoint {ckpt.path} is not visible to every process; put the results folder on a shared file system")
+    losses, norms, lrs, resumes, bad = [], [], [], [], None
+    if state:
+        trainer.load_state_dict(state["trainer"])
+        losses, norms, lrs = list(state["losses"]), list(state["grad_norms"]), list(state["lrs"])
+        resumes = list(state.get("resumes", [])) + [start]
+    steplog = StepLog(ctx.cell_files, writer=main, resume_step=start)
+    images_dir = None if ctx.cache_dir is None else Path(ctx.cache_dir) / "images"
+    batches = TrainBatches(train_split, prep_train, seed=cell.seed, batch_size=recipe.batch_size, start_step=start,
+                           rank=rank, world=world, workers=ctx.loader_workers, cache_dir=images_dir,
+                           progress=ctx.progress, pin_memory=str(ctx.device).startswith("cuda"), device=ctx.device)
+    model.train()
+    window_start, window_t0 = start, time.perf_counter()
+    train_t0 = window_t0
+    try:
+        stream = iter(batches)
+        first = next(stream)  # starts the loader, which may draw from torch's global RNG: before the RNG is restored
+        if state:
+            _set_rng_state(state["rng"], ctx.device)  # dropout continues from the checkpoint's draws
+        for step, images, labels in itertools.chain([first], stream):
+            if step > recipe.steps:
+                break
+            lr = recipe_math.update_lr(step, recipe.lr, recipe.steps, recipe.warmup_steps)
+            trainer.update(images, labels, lr)
+            lrs.append(lr)
+            if main:
+                ctx.progress(f"finetune {task.name}", step, recipe.steps)
+            # one host sync per window, at steps every process agrees on (so all of them fail together on a NaN);
+            # `due` is asked on every rank at every step (under DDP the ranks agree on rank 0's clock)
+            due = ckpt.due(step, recipe.steps)
+            if step % ctx.log_every and step != recipe.steps and not due:
+                continue
+            new_losses, new_norms = trainer.pop_history()
+            losses += new_losses
+            norms += new_norms
+            seconds = time.perf_counter() - window_t0
+            rate = (step - window_start) * recipe.batch_size / max(seconds, 1e-9)
+            steplog.write([{"step": s, "lr": lrs[s - 1], "loss": losses[s - 1], "grad_norm": norms[s - 1],
+                            "images_per_s": rate} for s in range(window_start + 1, step + 1)])
+            window_start, window_t0 = step, time.perf_counter()
+            if bad is None:
+                bad = _first_bad(new_losses, step - len(new_losses) + 1)
+            if bad is not None and (step % ctx.log_every == 0 or step == recipe.steps):
+                raise CellFailed(
+                    f"fine-tuning diverged: training loss is {losses[bad - 1]} at step {bad} (learning rate {lrs[bad - 1]:g}); "
+                    "no number is recorded for this cell (its failure record says why). Lower --lr (or the suite's finetune.lr)")
+            if bad is None and due:
+                ckpt.save({"step": step, "trainer": trainer.state_dict(), "rng": _rng_state(ctx.device),
+                           "train_fingerprint": train_split.fingerprint,
+                           "losses": losses, "grad_norms": norms, "lrs": lrs, "resumes": resumes, "loader": batches.info})
+    finally:
+        batches.close()
+        steplog.close()
+    train_s = time.perf_counter() - train_t0
+
+    test_images = _images(test_split, prep, ctx)
+    preds = predict(trainer, test_images, ctx, rank=rank, world=world, desc=f"eval {task.name}")
     metrics = score(preds, test_split, task.metric)
+    micro = trainer.micro
     details = {
         "recipe": dict(vars(recipe)),
         "micro_batch": micro,
-        "accumulation": n_micro,
+        "accumulation": trainer.local_batch // micro,
+        "micro_batch_choice": trainer.micro_info,
         "lr_schedule": "update k uses the schedule at step k-1 (optax / vit_jax)",
         "dropout": model.weights_info.get("dropout"),
         "class_coverage": coverage,
-        "loss_curve": loss_curve,
-        "final_train_loss": loss_curve[-1]["loss"] if loss_curve else None,
+        "loss_curve": _loss_curve(losses, lrs, recipe.steps),
+        "final_train_loss": float(np.mean(losses[-max(1, recipe.steps // 20):])) if losses else None,
+        "final_grad_norm": norms[-1] if norms else None,
         "n_train": n_train,
         "n_test": len(test_split),
         "train_split": train_name,
         "eval_split": eval_name,
-        "epochs": recipe.steps * recipe.batch_size / max(n_train, 1),
+        "epochs": recipe.steps * recipe.batch_size / n_train,
         "examples_seen": recipe.steps * recipe.batch_size,
         "sampling": recipe_math.SAMPLING,
+        "execution": {"precision": describe_precision(trainer.dtype), "processes": world, "compile": trainer.compiled,
+                      "grad_checkpointing": trainer.grad_checkpointing, "resumed_from_steps": resumes,
+                      "train_seconds_this_run": round(train_s, 3), "log_every": ctx.log_every,
+                      "checkpoint": ctx.checkpoint.describe(), "checkpoints_written": ckpt.saves,
+                      "loader": batches.info},
+        # a digest of the trained weights: equal digests mean identical training (e.g. resumed vs uninterrupted)
+        "final_weights_sha256": state_dict_sha256(trainer.module.state_dict()),
     }
     provenance = {
         "weights": getattr(model, "weights_info", {}),
-        "preprocessing": {"eval": prep.to_dict(), "train": prep_train.to_dict(), "train_cache": prep_train.train_cache().cache_key(),
-                          "note": "train augmentation is applied to the decoded cache resized to train_cache.size"},
+        "preprocessing": {"eval": prep.to_dict(), "train": prep_train.to_dict(),
+                          "note": "train augmentation computed on the original decoded image (or its exact resized "
+                                  "cache for resize_crop / none): details.execution.loader"},
         "train": train_split.provenance,
         "test": test_split.provenance,
         "train_fingerprint": train_split.fingerprint,

@@ -1,0 +1,77 @@
+"""The update rule's pieces (`vitbench/runners/trainer.py`) and the runner's log helpers, tested directly:
+the micro-batch probe, precision choice, exact accumulation, the device-side history."""
+
+import math
+
+import pytest
+import torch
+
+from vitbench.errors import VitbenchError
+from vitbench.runners.finetune import _first_bad, _loss_curve
+from vitbench.runners.trainer import Trainer, autocast_dtype, choose_micro_batch, describe_precision
+
+
+def test_probe_picks_the_largest_divisor_that_fits():
+    assert choose_micro_batch(512, lambda m: m <= 100) == (64, [512, 256, 128, 64])
+    assert choose_micro_batch(12, lambda m: m <= 5) == (4, [12, 6, 4])
+    assert choose_micro_batch(7, lambda m: True) == (7, [7])
+
+
+def test_probe_refuses_when_nothing_fits():
+    with pytest.raises(VitbenchError, match="not even a micro-batch of 1"):
+        choose_micro_batch(4, lambda m: False)
+
+
+def test_precision_auto_is_bf16_on_cuda_only():
+    assert autocast_dtype("auto", "cpu") is None
+    assert autocast_dtype("auto", "cuda:0") is torch.bfloat16
+    assert autocast_dtype("fp32", "cuda") is None
+    assert autocast_dtype("bf16", "cpu") is torch.bfloat16
+    assert describe_precision(None) == "fp32"
+    with pytest.raises(VitbenchError, match="unknown precision"):
+        autocast_dtype("fp16", "cpu")
+
+
+def test_loss_curve_windows_and_last_point():
+    losses = [float(i) for i in range(1, 46)]
+    curve = _loss_curve(losses, [0.1] * 45, 45)  # windows of 2 steps, plus the last step alone
+    assert [p["step"] for p in curve][:3] == [2, 4, 6] and curve[-1]["step"] == 45
+    assert curve[0]["loss"] == 1.5 and curve[-1]["loss"] == 45.0
+    assert [p["step"] for p in _loss_curve([1.0] * 4, [0.0] * 4, 4)] == [1, 2, 3, 4]
+
+
+def test_first_bad_step_is_one_based():
+    assert _first_bad([1.0, 2.0], 1) is None
+    assert _first_bad([1.0, math.nan, math.inf], 10) == 11
+
+
+class Tiny(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3 * 4 * 4, 5)
+
+    def forward(self, x):
+        return self.lin(x.flatten(1))
+
+
+def _trainer(micro):
+    torch.manual_seed(0)
+    return Trainer(Tiny(), device="cpu", global_batch=8, micro_batch=micro, momentum=0.9, weight_decay=0.0,
+                   grad_clip=1.0, normalize=lambda x: x.float().permute(0, 3, 1, 2) / 255.0, img_px=4)
+
+
+def test_micro_batches_give_the_same_update_and_the_history_stays_on_the_device():
+    gen = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (8, 4, 4, 3), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, 5, (8,), generator=gen)
+    whole, parts = _trainer(None), _trainer(3)  # 3 -> the largest divisor of 8 below it: 2
+    assert (whole.micro, parts.micro) == (8, 2)
+    for lr in (0.5, 0.25):
+        whole.update(images, labels, lr)
+        parts.update(images, labels, lr)
+    assert all(t.device.type == "cpu" and t.ndim == 0 for t in whole._losses)  # tensors, not floats: no sync per step
+    (la, na), (lb, nb) = whole.pop_history(), parts.pop_history()
+    assert la == pytest.approx(lb, rel=1e-5) and na == pytest.approx(nb, rel=1e-5)
+    assert whole.pop_history() == ([], [])
+    for a, b in zip(whole.module.parameters(), parts.module.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
