@@ -63,15 +63,17 @@ def default_workers(device: str | None = None, source: str = "original") -> int:
     """Loader processes per rank when the caller does not say, from the cores this rank may use (the machine's
     cores / torchrun's LOCAL_WORLD_SIZE). CUDA: the GPU must never wait for the host, so cores - 1, at most 4
     for "cache" (one core crops about 2,000 images/s at 384 px) and at most 8 for "original" / "memory" (one core
-    decodes and crops 250-550 images/s of VTAB-sized JPEGs at 384 px). CPU: the model needs the cores; one
-    worker (when there are >= 2) for "original" / "memory", none for "cache", whose crops cost under 1 % of
-    a ViT-Ti/16 training step in-process (BENCHMARKS.md "Fine-tuning input pipeline")."""
+    decodes and crops 250-550 images/s of VTAB-sized JPEGs at 384 px). CPU: the model's threads need every core, and a
+    worker process competing with them stalls their parallel regions, so in-process unless the images are
+    decoded per access ("original", one worker from 2 cores on): with cheap crops (digits 8 px -> 64 px, 3 % of
+    a step) one worker trained ViT-Ti/16 at 0.8x, with 300 px photos in RAM it gained 10 % (BENCHMARKS.md
+    "Fine-tuning input pipeline", "Fine-tuning runner"); `--loader-workers` overrides."""
     local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
     cores = max(1, (os.cpu_count() or 1) // local)
     cuda = torch.cuda.is_available() if device is None else str(device).startswith("cuda")
     if cuda:
         return max(0, min(4 if source == "cache" else 8, cores - 1))
-    return 1 if cores >= 2 and source != "cache" else 0
+    return 1 if cores >= 2 and source == "original" else 0
 
 
 def estimate_original_bytes(split, probe: int = _PROBE_IMAGES) -> int:
