@@ -107,3 +107,30 @@ def test_final_stage_retrains_the_lr_its_selection_records_chose(ctx):
     assert result.details["lr_selection"]["dev_scores"] == {"0.01": 0.4, "0.05": 0.3}
     assert result.details["loss_curve"][1]["lr"] == lr_at(1, 0.01, 4, 1)  # update 2 at schedule step 1
     assert (result.details["train_split"], result.details["eval_split"]) == ("train", "test")
+
+
+def test_execution_is_recorded_and_cpu_trains_in_fp32(plain):
+    ex = plain.details["execution"]
+    assert ex["precision"] == "fp32" and ex["processes"] == 1 and ex["resumed_from_steps"] == []
+    assert ex["loader"]["source"] in ("cache", "memory", "original") and "Philox" in ex["loader"]["rng"]
+    assert len(plain.details["final_weights_sha256"]) == 64
+
+
+@pytest.mark.slow
+def test_gradient_checkpointing_recomputes_the_same_training(plain, ctx):
+    import dataclasses
+
+    again = run_cell(cell(), dataclasses.replace(ctx, grad_checkpointing=True))
+    assert again.details["execution"]["grad_checkpointing"] is True
+    for a, b in zip(again.details["loss_curve"], plain.details["loss_curve"]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_bf16_autocast_is_recorded_and_close_to_fp32(plain, ctx):
+    import dataclasses
+
+    bf16 = run_cell(cell(), dataclasses.replace(ctx, precision="bf16"))
+    assert bf16.details["execution"]["precision"].startswith("bf16 autocast")
+    for a, b in zip(bf16.details["loss_curve"], plain.details["loss_curve"]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=0.05)

@@ -75,3 +75,31 @@ def test_micro_batches_give_the_same_update_and_the_history_stays_on_the_device(
     assert whole.pop_history() == ([], [])
     for a, b in zip(whole.module.parameters(), parts.module.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+class OomAbove(Tiny):
+    """Raises CUDA's out-of-memory error for batches larger than `limit` (what a too-big micro-batch does)."""
+
+    def __init__(self, limit, error=torch.cuda.OutOfMemoryError, message="CUDA out of memory. Tried to allocate 2.00 GiB"):
+        super().__init__()
+        self.limit, self.error, self.message = limit, error, message
+
+    def forward(self, x):
+        if len(x) > self.limit:
+            raise self.error(self.message)
+        return super().forward(x)
+
+
+def test_probe_runs_forward_and_backward_and_takes_the_largest_fitting_divisor():
+    t = _trainer(None)
+    t.module = OomAbove(3)
+    size, tried = choose_micro_batch(8, t._fits)
+    assert (size, tried) == (2, [8, 4, 2])
+    assert all(p.grad is None for p in t.module.parameters())  # the probe leaves no gradients behind
+
+
+def test_probe_lets_other_errors_through():
+    t = _trainer(None)
+    t.module = OomAbove(3, error=ValueError, message="shapes do not match")
+    with pytest.raises(ValueError):
+        t._fits(8)

@@ -125,7 +125,7 @@ class Trainer:
             return False
         finally:
             del reserve
-            self.optimizer.zero_grad(set_to_none=True)
+            self.module.zero_grad(set_to_none=True)
             torch.cuda.empty_cache()
 
     def update(self, images: torch.Tensor, labels: torch.Tensor, lr: float) -> None:
