@@ -103,3 +103,37 @@ def test_probe_lets_other_errors_through():
     t.module = OomAbove(3, error=ValueError, message="shapes do not match")
     with pytest.raises(ValueError):
         t._fits(8)
+
+
+def test_non_finite_logits_are_counted_at_evaluation():
+    t = _trainer(None)
+    with torch.no_grad():
+        t.module.lin.weight.fill_(float("nan"))
+    t.predict(torch.zeros((3, 4, 4, 3), dtype=torch.uint8))
+    assert int(t.nonfinite_logits) == 3  # the runner fails the cell instead of scoring argmax(NaN) = class 0
+
+
+def test_checkpoint_use_rules():
+    from vitbench.runners.finetune import _rank_seed, _usable
+
+    seg = {"from_step": 0, "device": "cpu", "precision": "fp32", "processes": 1, "micro_batch": 8}
+    state = {"train_fingerprint": "f", "segments": [seg], "step": 5}
+    assert _usable(state, "p", "f", dict(seg), random_per_chunk=True) is state
+    assert _usable(state, "p", "f", {**seg, "precision": "bf16", "micro_batch": 4}, random_per_chunk=False) is state
+    with pytest.warns(UserWarning, match="micro-batch 8 x 1 process"):
+        assert _usable(state, "p", "f", {**seg, "micro_batch": 4}, random_per_chunk=True) is None
+    with pytest.warns(UserWarning, match="other data"):
+        assert _usable(state, "p", "g", dict(seg), random_per_chunk=False) is None
+    assert _rank_seed(0, 1) != _rank_seed(0, 2) and _rank_seed(0, 1) == _rank_seed(0, 1) and _rank_seed(0, 1) != 0
+
+
+def test_an_error_in_one_ddp_process_ends_the_job_with_one_line():
+    import subprocess
+    import sys
+
+    code = ("from vitbench.runners.finetune import _one_rank_failure_ends_the_job\n"
+            "with _one_rank_failure_ends_the_job(2, 1):\n    raise OSError('image 7 is unreadable')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]  # one line, no traceback
+    assert "process 1 of 2: OSError: image 7 is unreadable" in done.stderr and "resume" in done.stderr

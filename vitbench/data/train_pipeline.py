@@ -34,7 +34,9 @@ SOURCES = ("auto", "cache", "original", "memory")
 AUTO_CACHE_BYTES = 2 << 30  # "auto" uses the decoded cache (resize_crop / none) when it is at most this big
 AUTO_MEMORY_BYTES = 2 << 30  # ... and decodes the originals into RAM (inception) when they are at most this big
 AUTO_MEMORY_IMAGES = 20_000  # ... and the split has at most this many images
-_PROBE_IMAGES = 8  # images decoded to estimate the size of the originals
+_PROBE_IMAGES = 8
+# a worker that delivers no batch for this long is stuck (e.g. a lock held across fork): fail with its line
+LOADER_TIMEOUT_S = float(os.environ.get("VITBENCH_LOADER_TIMEOUT_S", "1800"))  # images decoded to estimate the size of the originals
 
 
 def rank_slice(batch_size: int, rank: int, world: int) -> tuple[int, int]:
@@ -135,9 +137,12 @@ class _StepBatches(torch.utils.data.Dataset):
         try:
             for j, i in enumerate(indices):
                 out[j] = self._one(int(i), crops.example_rng(self.seed, step, lo + j))
-        except VitbenchError as exc:
+        except Exception as exc:  # noqa: BLE001 - carried back as one line; DataLoader would wrap a traceback
             if not in_worker:
                 raise
+            if not isinstance(exc, VitbenchError):
+                exc = VitbenchError(f"training image {self.split.describe(int(indices[j]))} (split index {int(indices[j])}): "
+                                    f"{type(exc).__name__}: {exc}")
             return _Failure(exc)
         return step, images, torch.from_numpy(self.labels[np.asarray(indices, dtype=np.int64)])
 
@@ -228,7 +233,7 @@ class TrainBatches:
         kwargs = {}
         if self.workers:
             kwargs = dict(worker_init_fn=_worker_init, prefetch_factor=self.prefetch_factor, persistent_workers=False,
-                          multiprocessing_context=_mp_context())
+                          multiprocessing_context=_mp_context(), timeout=LOADER_TIMEOUT_S)
         loader = torch.utils.data.DataLoader(self._dataset, batch_size=None, sampler=sampler, num_workers=self.workers,
                                              pin_memory=self.pin_memory, **kwargs)
         it = iter(loader)
@@ -238,11 +243,11 @@ class TrainBatches:
                 try:
                     item = next(it)
                 except RuntimeError as exc:
-                    if "DataLoader worker" not in str(exc):
-                        raise
+                    if not any(t in str(exc) for t in ("exited unexpectedly", "killed by signal", "timed out after")):
+                        raise  # an error inside a worker is a _Failure (one line) or propagates as itself
                     first = str(exc).strip().splitlines()[0]  # e.g. killed by the kernel's out-of-memory killer
-                    raise VitbenchError(f"a training-image loader process died ({first}); pass fewer loader workers "
-                                        "or free memory, then run again") from None
+                    raise VitbenchError(f"a training-image loader process died or stalled ({first}); pass fewer "
+                                        "loader workers (--loader-workers) or free memory, then run again") from None
                 if isinstance(item, _Failure):
                     raise item.kind(item.message)
                 step, images, labels = item  # DataLoader hands tuples over as lists

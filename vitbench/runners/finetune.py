@@ -19,8 +19,11 @@ which owns the parameters and the dev-split learning-rate selection).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
+import os
+import sys
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -107,6 +110,55 @@ def _set_rng_state(state: dict[str, Any], device: str) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def _rank_seed(seed: int, rank: int) -> int:
+    from vitbench.hashing import json_sha256
+
+    return int(json_sha256({"dropout_seed": seed, "rank": rank}, 15), 16)
+
+
+def _usable(state, path, fingerprint: str, execution: dict[str, Any], random_per_chunk: bool):
+    """The checkpoint's state when this run may continue it, else None (with a warning: the cell starts at 0).
+
+    Refused: a checkpoint trained on other data; and, when dropout or BatchNorm make each chunk's computation
+    depend on how the batch is cut, one saved with another micro-batch or number of processes (resuming would
+    not be the run it claims to continue). Other changes (precision, device) are kept in `segments`."""
+    if not state:
+        return None
+    why = None
+    if state.get("train_fingerprint") != fingerprint:
+        why = "was trained on other data than the split has now"
+    elif "segments" not in state:
+        why = "predates execution segments"
+    elif random_per_chunk:
+        last = state["segments"][-1]
+        if (last.get("micro_batch"), last.get("processes")) != (execution["micro_batch"], execution["processes"]):
+            why = (f"was saved with micro-batch {last.get('micro_batch')} x {last.get('processes')} process(es), this run "
+                   f"has {execution['micro_batch']} x {execution['processes']}; with dropout or BatchNorm that changes the training")
+    if why:
+        warnings.warn(f"checkpoint {path} {why}; the cell starts from step 0", stacklevel=3)
+        return None
+    return state
+
+
+@contextlib.contextmanager
+def _one_rank_failure_ends_the_job(world: int, rank: int):
+    """Under DDP an error on one process (a corrupt image in its slice, out of memory) would leave the others
+    waiting in a collective until the timeout: it ends the job instead, with one line (torchrun stops the
+    others). The same command resumes the cell from its last checkpoint. NaN losses are seen by every process
+    at the same step (the loss is all-reduced) and fail the cell normally."""
+    try:
+        yield
+    except CellFailed:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        if world == 1:
+            raise
+        print(f"vitbench: process {rank} of {world}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; "
+              "an error in one process ends a torchrun job; run the same command again to resume from the last checkpoint",
+              file=sys.stderr, flush=True)
+        os._exit(1)
+
+
 def train_and_score(cell: Cell, ctx: RunContext, recipe: Mapping[str, Any]) -> CellResult:
     """Fine-tune `cell.model` on `cell.task` with `recipe` (`vitbench.methods.finetune.recipe`), score the eval split."""
     import time
@@ -156,20 +208,22 @@ def train_and_score(cell: Cell, ctx: RunContext, recipe: Mapping[str, Any]) -> C
                       momentum=recipe.momentum, weight_decay=recipe.weight_decay, grad_clip=recipe.grad_clip,
                       precision=ctx.precision, compile=ctx.compile, grad_checkpointing=ctx.grad_checkpointing,
                       world=world, normalize=lambda x: normalize(x, prep_train), img_px=prep.size)
-    ckpt = CellCheckpoint(ctx.cell_files, cell.key, ctx.checkpoint, writer=main, sync_every=ctx.log_every)
-    state = ckpt.load()
-    if state and state.get("train_fingerprint") != train_split.fingerprint:  # the data changed since it was saved
-        warnings.warn(f"checkpoint {ckpt.path} was trained on other data than {train_name!r} has now; the cell starts from step 0",
-                      stacklevel=2)
-        state = None
+    if rank:  # dropout masks must differ between processes (rank 0 keeps the one-process stream)
+        torch.manual_seed(_rank_seed(cell.seed, rank))
+    execution = {"from_step": 0, "device": str(ctx.device).split(":")[0], "precision": describe_precision(trainer.dtype),
+                 "processes": world, "micro_batch": trainer.micro}
+    ckpt = CellCheckpoint(ctx.cell_files, cell.key, ctx.checkpoint, writer=main, sync_every=min(ctx.log_every, 50))
+    state = _usable(ckpt.load(), ckpt.path, train_split.fingerprint, execution,
+                    random_per_chunk=bool(recipe.dropout) or trainer.has_batchnorm)
     start = int(state["step"]) if state else 0
     if world > 1 and dist.all_gather_object(start) != [start] * world:
         raise VitbenchError(f"the checkpoint {ckpt.path} is not visible to every process; put the results folder on a shared file system")
-    losses, norms, lrs, resumes, bad = [], [], [], [], None
+    losses, norms, lrs, resumes, segments, bad = [], [], [], [], [execution], None
     if state:
         trainer.load_state_dict(state["trainer"])
         losses, norms, lrs = list(state["losses"]), list(state["grad_norms"]), list(state["lrs"])
         resumes = list(state.get("resumes", [])) + [start]
+        segments = list(state["segments"]) + [{**execution, "from_step": start}]  # how each stretch of steps ran
     steplog = StepLog(ctx.cell_files, writer=main, resume_step=start)
     images_dir = None if ctx.cache_dir is None else Path(ctx.cache_dir) / "images"
     batches = TrainBatches(train_split, prep_train, seed=cell.seed, batch_size=recipe.batch_size, start_step=start,
@@ -178,49 +232,56 @@ def train_and_score(cell: Cell, ctx: RunContext, recipe: Mapping[str, Any]) -> C
     model.train()
     window_start, window_t0 = start, time.perf_counter()
     train_t0 = window_t0
-    try:
-        stream = iter(batches)
-        first = next(stream)  # starts the loader, which may draw from torch's global RNG: before the RNG is restored
-        if state:
-            _set_rng_state(state["rng"], ctx.device)  # dropout continues from the checkpoint's draws
-        for step, images, labels in itertools.chain([first], stream):
-            if step > recipe.steps:
-                break
-            lr = recipe_math.update_lr(step, recipe.lr, recipe.steps, recipe.warmup_steps)
-            trainer.update(images, labels, lr)
-            lrs.append(lr)
-            if main:
-                ctx.progress(f"finetune {task.name}", step, recipe.steps)
-            # one host sync per window, at steps every process agrees on (so all of them fail together on a NaN);
-            # `due` is asked on every rank at every step (under DDP the ranks agree on rank 0's clock)
-            due = ckpt.due(step, recipe.steps)
-            if step % ctx.log_every and step != recipe.steps and not due:
-                continue
-            new_losses, new_norms = trainer.pop_history()
-            losses += new_losses
-            norms += new_norms
-            seconds = time.perf_counter() - window_t0
-            rate = (step - window_start) * recipe.batch_size / max(seconds, 1e-9)
-            steplog.write([{"step": s, "lr": lrs[s - 1], "loss": losses[s - 1], "grad_norm": norms[s - 1],
-                            "images_per_s": rate} for s in range(window_start + 1, step + 1)])
-            window_start, window_t0 = step, time.perf_counter()
-            if bad is None:
-                bad = _first_bad(new_losses, step - len(new_losses) + 1)
-            if bad is not None and (step % ctx.log_every == 0 or step == recipe.steps):
-                raise CellFailed(
-                    f"fine-tuning diverged: training loss is {losses[bad - 1]} at step {bad} (learning rate {lrs[bad - 1]:g}); "
-                    "no number is recorded for this cell (its failure record says why). Lower --lr (or the suite's finetune.lr)")
-            if bad is None and due:
-                ckpt.save({"step": step, "trainer": trainer.state_dict(), "rng": _rng_state(ctx.device),
-                           "train_fingerprint": train_split.fingerprint,
-                           "losses": losses, "grad_norms": norms, "lrs": lrs, "resumes": resumes, "loader": batches.info})
-    finally:
-        batches.close()
-        steplog.close()
-    train_s = time.perf_counter() - train_t0
+    with _one_rank_failure_ends_the_job(world, rank):
+        try:
+            stream = iter(batches)
+            first = next(stream)  # starts the loader, which may draw from torch's global RNG: before the RNG is restored
+            if state:
+                _set_rng_state(state["rng"], ctx.device)  # dropout continues from the checkpoint's draws
+            for step, images, labels in itertools.chain([first], stream):
+                if step > recipe.steps:
+                    break
+                lr = recipe_math.update_lr(step, recipe.lr, recipe.steps, recipe.warmup_steps)
+                trainer.update(images, labels, lr)
+                lrs.append(lr)
+                if main:
+                    ctx.progress(f"finetune {task.name}", step, recipe.steps)
+                # one host sync per window, at steps every process agrees on (so all of them fail together on a NaN);
+                # `due` is asked on every rank at every step (under DDP the ranks agree on rank 0's clock)
+                due = ckpt.due(step, recipe.steps)
+                if step % ctx.log_every and step != recipe.steps and not due:
+                    continue
+                new_losses, new_norms = trainer.pop_history()
+                losses += new_losses
+                norms += new_norms
+                seconds = time.perf_counter() - window_t0
+                rate = (step - window_start) * recipe.batch_size / max(seconds, 1e-9)
+                steplog.write([{"step": s, "lr": lrs[s - 1], "loss": losses[s - 1], "grad_norm": norms[s - 1],
+                                "images_per_s": rate} for s in range(window_start + 1, step + 1)])
+                window_start, window_t0 = step, time.perf_counter()
+                if bad is None:  # a NaN gradient norm with a finite loss leaves NaN weights all the same
+                    bad = _first_bad([a + b for a, b in zip(new_losses, new_norms)], step - len(new_losses) + 1)
+                if bad is not None and (step % ctx.log_every == 0 or step == recipe.steps):
+                    raise CellFailed(
+                        f"fine-tuning diverged: training loss {losses[bad - 1]}, gradient norm {norms[bad - 1]} at step {bad} (learning rate {lrs[bad - 1]:g}); "
+                        "no number is recorded for this cell (its failure record says why). Lower --lr (or the suite's finetune.lr)")
+                if bad is None and due:
+                    ckpt.save({"step": step, "trainer": trainer.state_dict(), "rng": _rng_state(ctx.device), "segments": segments,
+                               "train_fingerprint": train_split.fingerprint,
+                               "losses": losses, "grad_norms": norms, "lrs": lrs, "resumes": resumes, "loader": batches.info})
+        finally:
+            batches.close()
+            steplog.close()
+        train_s = time.perf_counter() - train_t0
 
-    test_images = _images(test_split, prep, ctx)
-    preds = predict(trainer, test_images, ctx, rank=rank, world=world, desc=f"eval {task.name}")
+        test_images = _images(test_split, prep, ctx)
+        preds = predict(trainer, test_images, ctx, rank=rank, world=world, desc=f"eval {task.name}")
+    nonfinite = int(trainer.nonfinite_logits) if trainer.nonfinite_logits is not None else 0
+    if world > 1:
+        nonfinite = sum(dist.all_gather_object(nonfinite))
+    if nonfinite:  # argmax of NaN logits is class 0: a plausible chance-level number
+        raise CellFailed(f"the fine-tuned model gives non-finite logits for {nonfinite} of {len(test_split)} evaluation images; "
+                         "no number is recorded for this cell. Lower --lr (or the suite's finetune.lr)")
     metrics = score(preds, test_split, task.metric)
     micro = trainer.micro
     details = {
@@ -241,7 +302,8 @@ def train_and_score(cell: Cell, ctx: RunContext, recipe: Mapping[str, Any]) -> C
         "epochs": recipe.steps * recipe.batch_size / n_train,
         "examples_seen": recipe.steps * recipe.batch_size,
         "sampling": recipe_math.SAMPLING,
-        "execution": {"precision": describe_precision(trainer.dtype), "processes": world, "compile": trainer.compiled,
+        "execution": {"precision": describe_precision(trainer.dtype) + (" (training and evaluation)" if trainer.dtype else ""),
+                      "processes": world, "compile": trainer.compiled, "segments": segments,
                       "grad_checkpointing": trainer.grad_checkpointing, "resumed_from_steps": resumes,
                       "train_seconds_this_run": round(train_s, 3), "log_every": ctx.log_every,
                       "checkpoint": ctx.checkpoint.describe(), "checkpoints_written": ckpt.saves,

@@ -96,6 +96,8 @@ class Trainer:
         self.optimizer = torch.optim.SGD(model.parameters(), lr=0.0, momentum=momentum, weight_decay=weight_decay,
                                          **({"fused": True} if cuda else {"foreach": True}))
         self.micro, self.micro_info = self._micro_batch(micro_batch)
+        self.nonfinite_logits: torch.Tensor | None = None
+        self.has_batchnorm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
         self._losses: list[torch.Tensor] = []
         self._norms: list[torch.Tensor] = []
 
@@ -106,14 +108,21 @@ class Trainer:
         if not str(self.device).startswith("cuda"):
             return self.local_batch, {"chosen": self.local_batch, "how": "whole batch (no probe on CPU)"}
         size, tried = choose_micro_batch(self.local_batch, self._fits)
+        if self.world > 1:  # every process must cut its share alike: the smallest choice of all
+            from vitbench import distributed
+
+            size = min(distributed.all_gather_object(size))
         return size, {"chosen": size, "how": "probed: largest divisor that fits in GPU memory", "tried": tried}
 
     def _fits(self, size: int) -> bool:
         """One forward + backward of `size` images at the training resolution; False on out-of-memory."""
         reserve = None
+        was_training = self.module.training
+        self.module.train()  # dropout masks take memory too
         try:
-            # the optimizer's momentum buffers do not exist yet: hold their size while probing
-            reserve = torch.empty(sum(p.numel() for p in self.module.parameters()), device=self.device)
+            # the optimizer's momentum buffers (and, under DDP, the gradient buckets) do not exist yet: hold their size
+            n_params = sum(p.numel() for p in self.module.parameters())
+            reserve = torch.empty(n_params * (2 if self.world > 1 else 1), device=self.device)
             x = torch.zeros((size, 3, self.img_px, self.img_px), device=self.device)
             with autocast(self.device, self.dtype):
                 loss = self.module(x).float().sum()
@@ -125,6 +134,7 @@ class Trainer:
             return False
         finally:
             del reserve
+            self.module.train(was_training)
             self.module.zero_grad(set_to_none=True)
             torch.cuda.empty_cache()
 
@@ -171,8 +181,13 @@ class Trainer:
 
     @torch.inference_mode()
     def predict(self, batch_uint8: torch.Tensor) -> torch.Tensor:
+        """Argmax class ids; counts non-finite logits on the device (`nonfinite_logits`), since the argmax of
+        NaN logits is a plausible-looking class 0."""
         with autocast(self.device, self.dtype):
-            return self.module(self.normalize(batch_uint8.to(self.device, non_blocking=True))).argmax(dim=1)
+            logits = self.module(self.normalize(batch_uint8.to(self.device, non_blocking=True)))
+        bad = (~torch.isfinite(logits)).any(dim=1).sum()
+        self.nonfinite_logits = bad if self.nonfinite_logits is None else self.nonfinite_logits + bad
+        return logits.argmax(dim=1)
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict()}
