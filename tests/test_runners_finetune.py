@@ -134,3 +134,14 @@ def test_bf16_autocast_is_recorded_and_close_to_fp32(plain, ctx):
     assert bf16.details["execution"]["precision"].startswith("bf16 autocast")
     for a, b in zip(bf16.details["loss_curve"], plain.details["loss_curve"]):
         assert a["loss"] == pytest.approx(b["loss"], rel=0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(__import__("shutil").which("cc") is None, reason="torch.compile on CPU needs a C compiler")
+def test_compiled_model_trains_the_same(plain, ctx):
+    import dataclasses
+
+    compiled = run_cell(cell(), dataclasses.replace(ctx, compile=True))
+    assert compiled.details["execution"]["compile"] is True
+    for a, b in zip(compiled.details["loss_curve"], plain.details["loss_curve"]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-5)
