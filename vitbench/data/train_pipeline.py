@@ -34,9 +34,7 @@ SOURCES = ("auto", "cache", "original", "memory")
 AUTO_CACHE_BYTES = 2 << 30  # "auto" uses the decoded cache (resize_crop / none) when it is at most this big
 AUTO_MEMORY_BYTES = 2 << 30  # ... and decodes the originals into RAM (inception) when they are at most this big
 AUTO_MEMORY_IMAGES = 20_000  # ... and the split has at most this many images
-_PROBE_IMAGES = 8
-# a worker that delivers no batch for this long is stuck (e.g. a lock held across fork): fail with its line
-LOADER_TIMEOUT_S = float(os.environ.get("VITBENCH_LOADER_TIMEOUT_S", "1800"))  # images decoded to estimate the size of the originals
+_PROBE_IMAGES = 8  # images decoded to estimate the size of the originals
 
 
 def rank_slice(batch_size: int, rank: int, world: int) -> tuple[int, int]:
@@ -233,7 +231,7 @@ class TrainBatches:
         kwargs = {}
         if self.workers:
             kwargs = dict(worker_init_fn=_worker_init, prefetch_factor=self.prefetch_factor, persistent_workers=False,
-                          multiprocessing_context=_mp_context(), timeout=LOADER_TIMEOUT_S)
+                          multiprocessing_context=_mp_context())
         loader = torch.utils.data.DataLoader(self._dataset, batch_size=None, sampler=sampler, num_workers=self.workers,
                                              pin_memory=self.pin_memory, **kwargs)
         it = iter(loader)
@@ -243,10 +241,10 @@ class TrainBatches:
                 try:
                     item = next(it)
                 except RuntimeError as exc:
-                    if not any(t in str(exc) for t in ("exited unexpectedly", "killed by signal", "timed out after")):
+                    if not any(t in str(exc) for t in ("exited unexpectedly", "killed by signal")):
                         raise  # an error inside a worker is a _Failure (one line) or propagates as itself
                     first = str(exc).strip().splitlines()[0]  # e.g. killed by the kernel's out-of-memory killer
-                    raise VitbenchError(f"a training-image loader process died or stalled ({first}); pass fewer "
+                    raise VitbenchError(f"a training-image loader process died ({first}); pass fewer "
                                         "loader workers (--loader-workers) or free memory, then run again") from None
                 if isinstance(item, _Failure):
                     raise item.kind(item.message)
