@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from vitbench.errors import CellFailed, VitbenchError
+from vitbench.errors import VitbenchError
 
 
 def lr_at(step: int, base_lr: float, total_steps: int, warmup_steps: int) -> float:
@@ -83,12 +83,3 @@ def batch_stream(n_train: int, batch_size: int, gen: torch.Generator) -> Iterato
             cursor += take
             need -= take
         yield torch.cat(parts).numpy()
-
-
-def check_finite_loss(loss: float, step: int, lr: float) -> None:
-    """A NaN/inf loss means the run diverged: fail the cell (no number is recorded for it)."""
-    if not math.isfinite(loss):
-        raise CellFailed(
-            f"fine-tuning diverged: training loss is {loss} at step {step} (learning rate {lr:g}); "
-            "no number is recorded for this cell (its failure record says why). Lower --lr (or the suite's finetune.lr)"
-        )
