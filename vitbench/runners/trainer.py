@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from vitbench.errors import VitbenchError
+from vitbench.finetune import accumulation_steps
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -103,7 +104,7 @@ class Trainer:
 
     def _micro_batch(self, micro_batch: int | None) -> tuple[int, dict[str, Any]]:
         if micro_batch is not None:
-            size = max(d for d in divisors_desc(self.local_batch) if d <= micro_batch)
+            size, _ = accumulation_steps(self.local_batch, micro_batch)  # the largest divisor <= micro_batch
             return size, {"chosen": size, "how": f"--micro-batch {micro_batch} (largest divisor of {self.local_batch})"}
         if not str(self.device).startswith("cuda"):
             return self.local_batch, {"chosen": self.local_batch, "how": "whole batch (no probe on CPU)"}
