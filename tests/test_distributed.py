@@ -155,9 +155,13 @@ def _free_port() -> int:
 def _torchrun(args, cwd, timeout=240):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), *map(str, args)],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    for attempt in range(2):  # the free port found may be taken again before torchrun binds it: one retry
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), *map(str, args)],
+                              cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode == 0 or not any(t in proc.stderr for t in ("Address already in use", "DistNetworkError", "EADDRINUSE")):
+            return proc
+    return proc
 
 
 def test_worker_loop_on_two_gloo_processes(tmp_path):

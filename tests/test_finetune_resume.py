@@ -107,3 +107,24 @@ def test_two_ddp_processes_follow_the_one_process_loss_curve(tmp_path):
     assert len(la) == len(lb) == 12
     assert lb == pytest.approx(la, rel=1e-4, abs=1e-5)
     assert abs(a["metrics"]["top1"] - b["metrics"]["top1"]) <= 1 / 64 + 1e-9  # at most one rounding-level flip
+
+
+@pytest.mark.slow
+def test_sigusr1_saves_a_checkpoint_at_the_next_step_and_training_goes_on(tmp_path):
+    import torch
+
+    suite = _suite(tmp_path)
+    out = tmp_path / "signalled"
+    proc = subprocess.Popen(_cmd(suite, out, "--checkpoint-every", "10h", "--keep-checkpoints", "--log-every", "1"),
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (list(out.rglob("*.steps.jsonl")) and len(_steps(out)) >= 3):
+        assert proc.poll() is None, f"finished before the signal: {proc.stderr.read()}"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGUSR1)
+    assert proc.wait(timeout=600) == 0, proc.stderr.read()
+    rec = _record(out)
+    assert rec["details"]["execution"]["checkpoints_written"] == 1  # the 10h timer never fired: the signal did
+    (ckpt,) = list(out.rglob("*.ckpt.pt"))
+    saved = torch.load(ckpt, weights_only=False)
+    assert 3 <= saved["state"]["step"] < 40 and saved["cell_key"] == rec["key"]

@@ -1,7 +1,7 @@
 """Checkpoints inside a cell: when to save (`CheckpointPolicy`), where and how (`CellCheckpoint`).
 
 A long cell (fine-tuning: thousands of steps) saves its state every N steps and/or M minutes
-(`--checkpoint-every 500`, `10m`, `1.5h`, `500,10m`, `off`) to `<record path without .json>.ckpt.pt`, beside
+(`--checkpoint-every 500`, `10m`, `1.5h`, `500,10m`, `off`; and at the next step after a SIGUSR1) to `<record path without .json>.ckpt.pt`, beside
 its record. The file is written to a temp name in the same folder, fsynced and renamed over the previous
 one, so a kill at any instant leaves the previous checkpoint or the new one, never half of one (a full disk
 keeps the previous one and training goes on). It holds `{"cell_key", "format", "saved_at", "state"}`: the
@@ -13,9 +13,12 @@ Exercised by `vitbench finetune` / `vitbench run --method finetune`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import re
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ from typing import Any
 from vitbench.errors import VitbenchError
 
 FORMAT = 1
+SAVE_REQUESTED = threading.Event()  # set by SIGUSR1 (`save_on_signal`): the next step saves a checkpoint
 SUFFIX = ".ckpt.pt"
 _TOKEN = re.compile(r"^(?P<num>\d+(?:\.\d*)?|\.\d+)(?P<unit>s|m|min|h)?$")
 _MINUTES = {"s": 1 / 60, "m": 1.0, "min": 1.0, "h": 60.0}
@@ -154,18 +158,18 @@ class CellCheckpoint:
             return False
         if self.policy.every_steps and step % self.policy.every_steps == 0:
             return True
-        if not self.policy.every_minutes:
-            return False
         from vitbench import distributed
 
-        if distributed.active():  # ranks' clocks differ: rank 0's clock decides, every sync_every steps
+        if distributed.active():  # ranks' clocks (and signals) differ: rank 0 decides, every sync_every steps
             if step % self.sync_every:
                 return False
             return bool(distributed.broadcast_object(self._time_up()))
         return self._time_up()
 
     def _time_up(self) -> bool:
-        return time.monotonic() - self._last >= self.policy.every_minutes * 60.0
+        if SAVE_REQUESTED.is_set():  # SIGUSR1: save at the next step (e.g. `sbatch --signal=B:USR1@120`)
+            return True
+        return bool(self.policy.every_minutes) and time.monotonic() - self._last >= self.policy.every_minutes * 60.0
 
     def save(self, state: dict[str, Any]) -> None:
         """Write `state` atomically (writer only); a full or failing disk keeps the previous checkpoint and warns."""
@@ -176,6 +180,7 @@ class CellCheckpoint:
 
         from vitbench import fsutil
 
+        SAVE_REQUESTED.clear()
         payload = {"cell_key": self.cell_key, "format": FORMAT,
                    "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "state": state}
         try:
@@ -196,3 +201,18 @@ class CellCheckpoint:
                 self.path.unlink()
             except FileNotFoundError:
                 pass
+
+
+@contextlib.contextmanager
+def save_on_signal():
+    """While training, SIGUSR1 asks for a checkpoint at the next step (the run goes on): a cluster job can ask for
+    one before its time limit or a preemption (`#SBATCH --signal=B:USR1@120`), so its requeued run loses
+    nothing. Outside the main thread (worker threads) nothing is installed."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGUSR1"):
+        yield
+        return
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: SAVE_REQUESTED.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGUSR1, previous)

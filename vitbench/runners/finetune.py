@@ -170,7 +170,7 @@ def train_and_score(cell: Cell, ctx: RunContext, recipe: Mapping[str, Any]) -> C
     from vitbench.data.transforms import normalize, preprocessing_for
     from vitbench.models import create
     from vitbench.models.backbone import state_dict_sha256
-    from vitbench.runners.checkpoint import CellCheckpoint
+    from vitbench.runners.checkpoint import CellCheckpoint, save_on_signal
     from vitbench.runners.steplog import StepLog
     from vitbench.runners.trainer import Trainer, describe_precision
 
@@ -232,7 +232,7 @@ def train_and_score(cell: Cell, ctx: RunContext, recipe: Mapping[str, Any]) -> C
     model.train()
     window_start, window_t0 = start, time.perf_counter()
     train_t0 = window_t0
-    with _one_rank_failure_ends_the_job(world, rank):
+    with _one_rank_failure_ends_the_job(world, rank), save_on_signal():
         try:
             stream = iter(batches)
             first = next(stream)  # starts the loader, which may draw from torch's global RNG: before the RNG is restored
