@@ -167,7 +167,7 @@ class CellCheckpoint:
         return self._time_up()
 
     def _time_up(self) -> bool:
-        if SAVE_REQUESTED.is_set():  # SIGUSR1: save at the next step (e.g. `sbatch --signal=B:USR1@120`)
+        if SAVE_REQUESTED.is_set():  # SIGUSR1: save at the next step (`save_on_signal`)
             return True
         return bool(self.policy.every_minutes) and time.monotonic() - self._last >= self.policy.every_minutes * 60.0
 
@@ -206,7 +206,7 @@ class CellCheckpoint:
 @contextlib.contextmanager
 def save_on_signal():
     """While training, SIGUSR1 asks for a checkpoint at the next step (the run goes on): a cluster job can ask for
-    one before its time limit or a preemption (`#SBATCH --signal=B:USR1@120`), so its requeued run loses
+    one before its time limit (`#SBATCH --signal=B:USR1@120` with `exec vitbench ...`), so its requeued run loses
     nothing. Outside the main thread (worker threads) nothing is installed."""
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGUSR1"):
         yield
