@@ -117,7 +117,7 @@ def test_checkpoint_use_rules():
     from vitbench.runners.finetune import _rank_seed, _usable
 
     seg = {"from_step": 0, "device": "cpu", "precision": "fp32", "processes": 1, "micro_batch": 8}
-    state = {"train_fingerprint": "f", "segments": [seg], "step": 5}
+    state = {"train_fingerprint": "f", "segments": [seg], "rngs": [], "step": 5}
     assert _usable(state, "p", "f", dict(seg), random_per_chunk=True) is state
     assert _usable(state, "p", "f", {**seg, "precision": "bf16", "micro_batch": 4}, random_per_chunk=False) is state
     with pytest.warns(UserWarning, match="micro-batch 8 x 1 process"):
@@ -137,3 +137,44 @@ def test_an_error_in_one_ddp_process_ends_the_job_with_one_line():
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]  # one line, no traceback
     assert "process 1 of 2: OSError: image 7 is unreadable" in done.stderr and "resume" in done.stderr
+
+
+class WithBatchNorm(Tiny):
+    def __init__(self):
+        super().__init__()
+        self.bn = torch.nn.BatchNorm1d(5)
+        self.drop = torch.nn.Dropout(0.5)
+
+    def forward(self, x):
+        return self.drop(self.bn(super().forward(x)))
+
+
+def test_probe_leaves_running_statistics_rng_and_mode_as_they_were():
+    t = _trainer(None)
+    t.module = WithBatchNorm().eval()
+    with torch.no_grad():
+        t.module.bn.running_mean.fill_(3.0)
+    before_rng = torch.get_rng_state()
+    assert t._fits(4)
+    assert torch.equal(t.module.bn.running_mean, torch.full((5,), 3.0)) and int(t.module.bn.num_batches_tracked) == 0
+    assert torch.equal(torch.get_rng_state(), before_rng)  # dropout's draws do not depend on the probe
+    assert not t.module.training and all(p.grad is None for p in t.module.parameters())
+
+
+def test_sigusr1_is_a_save_request_never_the_end_of_the_process():
+    import os
+    import signal
+
+    from vitbench.runners import checkpoint
+
+    previous = signal.getsignal(signal.SIGUSR1)
+    try:
+        checkpoint.install_save_request_handler()
+        os.kill(os.getpid(), signal.SIGUSR1)  # the default action would end this process
+        assert checkpoint.SAVE_REQUESTED.wait(5)
+        with checkpoint.save_on_signal():
+            pass
+        assert not checkpoint.SAVE_REQUESTED.is_set()  # a request left at a cell's end is dropped
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        checkpoint.SAVE_REQUESTED.clear()

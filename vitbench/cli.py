@@ -655,6 +655,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["VITBENCH_ARGV"] = json.dumps(["vitbench", *map(str, argv)])
     # SIGTERM (SLURM, docker, Kubernetes) unwinds like Ctrl-C: temp files are removed on the way out, exit 143.
     previous_term = signal.signal(signal.SIGTERM, _raise_terminated)
+    from vitbench.runners.checkpoint import install_save_request_handler
+
+    install_save_request_handler()  # SIGUSR1: a checkpoint at the next training step, never the end of the run
     warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"
     try:
         rv = app(args=argv, standalone_mode=False)

@@ -142,6 +142,9 @@ def _worker_entry(index: int, device: str, cells: list[Cell], settings: Settings
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops workers (Ctrl-C reaches the whole group)
+    from vitbench.runners.checkpoint import install_save_request_handler
+
+    install_save_request_handler()  # the parent passes SIGUSR1 on: a checkpoint at the next step
     if device.startswith("cuda"):
         import torch
 
@@ -179,8 +182,11 @@ def run_local(cells: list[Cell], settings: Settings, devices: list[str]) -> Outc
     stop, results_q = spawn.Event(), spawn.Queue()
     procs = [spawn.Process(target=_worker_entry, args=(i, dev, cells, settings, stop, results_q), daemon=False)
              for i, dev in enumerate(devices)]
+    from vitbench.runners import checkpoint as ckpt
+
     for p in procs:
         p.start()
+        ckpt.FORWARD_TO.append(p.pid)
     by_key = {c.key: c for c in cells}
     total, errors, got = Outcome(), [], set()
     try:
@@ -207,6 +213,7 @@ def run_local(cells: list[Cell], settings: Settings, devices: list[str]) -> Outc
     finally:
         for p in procs:
             p.join(timeout=30)
+        ckpt.FORWARD_TO[:] = [pid for pid in ckpt.FORWARD_TO if pid not in {p.pid for p in procs}]
     fatal = [e for e in errors if e[0] != "WorkerDied"]
     if fatal:
         name, line, user = fatal[0]

@@ -203,16 +203,36 @@ class CellCheckpoint:
                 pass
 
 
+FORWARD_TO: list[int] = []  # pids of local worker processes a SIGUSR1 is passed on to (`vitbench/executors.py`)
+
+
+def _request_save(signum, frame) -> None:
+    SAVE_REQUESTED.set()
+    for pid in list(FORWARD_TO):
+        try:
+            os.kill(pid, signal.SIGUSR1)
+        except OSError:
+            pass
+
+
+def install_save_request_handler() -> None:
+    """Make SIGUSR1 a request for a checkpoint at the next training step, for the whole process (its default
+    action would end it): the CLI and local worker processes install it at start. Main thread only."""
+    if hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGUSR1, _request_save)
+
+
 @contextlib.contextmanager
 def save_on_signal():
-    """While training, SIGUSR1 asks for a checkpoint at the next step (the run goes on): a cluster job can ask for
-    one before its time limit (`#SBATCH --signal=B:USR1@120` with `exec vitbench ...`), so its requeued run loses
-    nothing. Outside the main thread (worker threads) nothing is installed."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGUSR1"):
-        yield
-        return
-    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: SAVE_REQUESTED.set())
+    """While a cell trains, SIGUSR1 asks for a checkpoint at the next step (the run goes on): a cluster job can
+    ask for one before its time limit (`#SBATCH --signal=B:USR1@120` with `exec vitbench ...`), so its next
+    run loses nothing. A request left when the cell ends (during its last steps or evaluation) is dropped, so
+    it never makes the next cell save at its first step."""
+    installed = hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGUSR1, _request_save) if installed else None
     try:
         yield
     finally:
-        signal.signal(signal.SIGUSR1, previous)
+        SAVE_REQUESTED.clear()
+        if installed:
+            signal.signal(signal.SIGUSR1, previous)

@@ -127,7 +127,7 @@ def _usable(state, path, fingerprint: str, execution: dict[str, Any], random_per
     why = None
     if state.get("train_fingerprint") != fingerprint:
         why = "was trained on other data than the split has now"
-    elif "segments" not in state:
+    elif "segments" not in state or "rngs" not in state:
         why = "predates execution segments"
     elif random_per_chunk:
         last = state["segments"][-1]
@@ -154,7 +154,8 @@ def _one_rank_failure_ends_the_job(world: int, rank: int):
         if world == 1:
             raise
         print(f"vitbench: process {rank} of {world}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; "
-              "an error in one process ends a torchrun job; run the same command again to resume from the last checkpoint",
+              "an error in one process ends a torchrun job (no failure record); once its cause is fixed (e.g. --skip-corrupt "
+              "for unreadable images), the same command resumes from the last checkpoint",
               file=sys.stderr, flush=True)
         os._exit(1)
 
@@ -237,7 +238,8 @@ def train_and_score(cell: Cell, ctx: RunContext, recipe: Mapping[str, Any]) -> C
             stream = iter(batches)
             first = next(stream)  # starts the loader, which may draw from torch's global RNG: before the RNG is restored
             if state:
-                _set_rng_state(state["rng"], ctx.device)  # dropout continues from the checkpoint's draws
+                # dropout continues from this process's draws (another process count: refused above when it matters)
+                _set_rng_state(state["rngs"][rank] if rank < len(state["rngs"]) else state["rngs"][0], ctx.device)
             for step, images, labels in itertools.chain([first], stream):
                 if step > recipe.steps:
                     break
@@ -266,7 +268,9 @@ def train_and_score(cell: Cell, ctx: RunContext, recipe: Mapping[str, Any]) -> C
                         f"fine-tuning diverged: training loss {losses[bad - 1]}, gradient norm {norms[bad - 1]} at step {bad} (learning rate {lrs[bad - 1]:g}); "
                         "no number is recorded for this cell (its failure record says why). Lower --lr (or the suite's finetune.lr)")
                 if bad is None and due:
-                    ckpt.save({"step": step, "trainer": trainer.state_dict(), "rng": _rng_state(ctx.device), "segments": segments,
+                    # every process's RNG (each draws its own dropout masks); the gather is on every rank
+                    rngs = dist.all_gather_object(_rng_state(ctx.device)) if world > 1 else [_rng_state(ctx.device)]
+                    ckpt.save({"step": step, "trainer": trainer.state_dict(), "rngs": rngs, "segments": segments,
                                "train_fingerprint": train_split.fingerprint,
                                "losses": losses, "grad_norms": norms, "lrs": lrs, "resumes": resumes, "loader": batches.info})
         finally:

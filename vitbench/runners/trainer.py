@@ -119,6 +119,11 @@ class Trainer:
         """One forward + backward of `size` images at the training resolution; False on out-of-memory."""
         reserve = None
         was_training = self.module.training
+        # the probe must leave no trace: BatchNorm running statistics and the RNG (dropout) are restored after it
+        buffers = {name: b.clone() for name, b in self.module.named_buffers()}
+        cuda = str(self.device).startswith("cuda")
+        rng = torch.random.fork_rng(devices=[torch.device(self.device).index or 0] if cuda else [])
+        rng.__enter__()
         self.module.train()  # dropout masks take memory too
         try:
             # the optimizer's momentum buffers (and, under DDP, the gradient buckets) do not exist yet: hold their size
@@ -137,6 +142,10 @@ class Trainer:
             del reserve
             self.module.train(was_training)
             self.module.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for name, b in self.module.named_buffers():
+                    b.copy_(buffers[name])
+            rng.__exit__(None, None, None)
             torch.cuda.empty_cache()
 
     def update(self, images: torch.Tensor, labels: torch.Tensor, lr: float) -> None:
