@@ -129,3 +129,43 @@ def test_sigusr1_saves_a_checkpoint_at_the_next_step_and_training_goes_on(tmp_pa
     (ckpt,) = list(out.rglob("*.ckpt.pt"))
     saved = torch.load(ckpt, weights_only=False)
     assert 3 <= saved["state"]["step"] < 400 and saved["cell_key"] == rec["key"]
+
+
+def _kill_9_every_process_naming(marker: str) -> None:
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker in cmdline.read_bytes().decode(errors="replace"):
+                os.kill(int(cmdline.parent.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+
+
+@pytest.mark.slow
+def test_ddp_with_dropout_killed_then_resumed_ends_with_the_same_weights(tmp_path):
+    """Each process's dropout RNG is checkpointed: two processes resumed after SIGKILL of the whole job end
+    where the uninterrupted two-process run ends."""
+    suite = _suite(tmp_path, dropout=0.1)
+
+    def launch(out, *extra):
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                    str(_free_port()), "-m"]
+        return launcher + _cmd(suite, out, "--checkpoint-every", "5", *extra)[2:]
+
+    whole = subprocess.run(launch(tmp_path / "whole"), env=_env(), capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(launch(out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(out.rglob("*.ckpt.pt")):
+        assert proc.poll() is None, "finished before a checkpoint was seen"
+        time.sleep(0.01)
+    time.sleep(0.2)
+    _kill_9_every_process_naming(str(out))  # the launcher and both workers (torchrun's workers outlive it)
+    proc.wait()
+    assert not [p for p in out.rglob("*.json") if "logs" not in p.parts], "killed before any record"
+    again = subprocess.run(launch(out), env=_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    a, b = _record(tmp_path / "whole"), _record(out)
+    assert len(b["details"]["execution"]["resumed_from_steps"]) == 1
+    assert b["details"]["final_weights_sha256"] == a["details"]["final_weights_sha256"]
+    assert b["details"]["loss_curve"] == a["details"]["loss_curve"]
