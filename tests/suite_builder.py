@@ -74,3 +74,15 @@ def fast_smoke_doc(name: str = "fast_smoke", **changes: Any) -> dict[str, Any]:
     for table, fields in changes.items():
         tables.setdefault(table, {}).update(fields)
     return smoke_doc(name, task=task, **tables)
+
+
+def fewshot_digits_suite(name: str, *, train: str = "all[:200]", test: str = "all[200:400]", **fewshot: Any) -> str:
+    """TOML text of a one-task few-shot suite on the bundled digits with a random-init ViT-Ti/16 at 32 px (seed 0;
+    `fewshot` fields such as `shots` added), for tests of planning, workers, locks and executors. Further
+    `[[tasks]]` text may be appended."""
+    return to_toml({
+        "name": name,
+        "defaults": {"model": "vit_ti16", "weights": "none", "img_size": 32, "methods": ["fewshot"]},
+        "fewshot": {"seeds": [0], **fewshot},
+        "tasks": [{"name": "digits", "num_classes": 10, "source": {"kind": "digits"}, "splits": {"train": train, "test": test}}],
+    })

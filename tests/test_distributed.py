@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from suite_builder import fewshot_digits_suite
 from vitbench import distributed, executors, planner, results, worker
 from vitbench.cells import CellResult, RunContext
 from vitbench.cli import main
@@ -21,23 +22,7 @@ from vitbench.runners.steplog import StepLog
 from vitbench.suites import load_suite
 
 REPO = Path(__file__).resolve().parent.parent
-SUITE = """
-name = "ex"
-[defaults]
-model = "vit_ti16"
-weights = "none"
-img_size = 32
-methods = ["fewshot"]
-[fewshot]
-seeds = [0]
-shots = [1, 5]
-
-[[tasks]]
-name = "digits"
-num_classes = 10
-source = { kind = "digits" }
-splits = { train = "all[:200]", test = "all[200:400]" }
-"""
+SUITE = fewshot_digits_suite("ex", shots=[1, 5])
 BAD = """
 [[tasks]]
 name = "bad"

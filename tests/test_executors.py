@@ -6,27 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from suite_builder import fewshot_digits_suite
 from vitbench import executors, planner
 from vitbench.cli import main
 from vitbench.suites import load_suite
 
 REPO = Path(__file__).resolve().parent.parent
-SUITE = """
-name = "ex"
-[defaults]
-model = "vit_ti16"
-weights = "none"
-img_size = 32
-methods = ["fewshot"]
-[fewshot]
-seeds = [0]
-
-[[tasks]]
-name = "digits"
-num_classes = 10
-source = { kind = "digits" }
-splits = { train = "all[:200]", test = "all[200:400]" }
-"""
+SUITE = fewshot_digits_suite("ex")
 BROKEN = """
 [[tasks]]
 name = "broken"

@@ -12,26 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from suite_builder import fewshot_digits_suite
 from vitbench import locks
 
 REPO = Path(__file__).resolve().parent.parent
 
-SUITE = """
-name = "conc"
-[defaults]
-model = "vit_ti16"
-weights = "none"
-img_size = 32
-methods = ["fewshot"]
-[fewshot]
-seeds = [0]
-
-[[tasks]]
-name = "digits"
-num_classes = 10
-source = { kind = "digits" }
-splits = { train = "all[:300]", test = "all[300:700]" }
-"""
+SUITE = fewshot_digits_suite("conc", train="all[:300]", test="all[300:700]")
 
 
 def test_one_claim_at_a_time_and_release(tmp_path):

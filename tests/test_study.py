@@ -7,25 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from suite_builder import fewshot_digits_suite
 from vitbench.cli import main
 
-STUDY = """
-name = "study"
-[defaults]
-model = "vit_ti16"
-weights = "none"
-img_size = 32
-methods = ["fewshot"]
-[fewshot]
-shots = [1, 2]
-seeds = [0]
-
-[[tasks]]
-name = "digits"
-num_classes = 10
-source = { kind = "digits" }
-splits = { train = "all[:200]", test = "all[200:400]" }
-
+STUDY = fewshot_digits_suite("study", shots=[1, 2]) + """
 [[tasks]]
 name = "absent"
 description = "only when present"
